@@ -1,0 +1,113 @@
+"""FalkorDB adapter over its native RESP client (never its Bolt endpoint; see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import redis.exceptions as rex
+import structlog
+from falkordb import FalkorDB
+
+from services.common.errors import Aborted, TesseraError
+from services.common.graph import dialect
+from services.common.graph.port import Row, Schema, TransientGraphError, with_retries
+from services.common.graph.statements import Statement
+
+log = structlog.get_logger("tessera.graph")
+
+_TRANSIENT = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, ConnectionError, OSError)
+
+
+class GraphQueryError(TesseraError):
+    """The store rejected a statement: a defect in our Cypher, never the caller's fault."""
+
+    reason = "GRAPH_QUERY_FAILED"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, OrderedDict | dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class FalkorDBGraph:
+    dialect = dialect.FALKORDB
+
+    def __init__(self, uri: str, database: str, *, password: str = "", user: str = "",
+                 timeout_seconds: float = 10.0, max_retries: int = 3, pool_size: int = 32):
+        parsed = urlparse(uri)
+        self._db = FalkorDB(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
+            username=unquote(parsed.username) if parsed.username else (user or None),
+            password=unquote(parsed.password) if parsed.password else (password or None),
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=min(timeout_seconds, 3.0),
+            max_connections=pool_size,
+        )
+        self._name = database
+        self._graph = self._db.select_graph(database)
+        self._retries = max_retries
+
+    def run(self, statement: Statement, params: dict[str, Any] | None = None) -> list[Row]:
+        def call() -> list[Row]:
+            try:
+                if statement.write:
+                    result = self._graph.query(statement.text, params or {})
+                else:
+                    result = self._read(statement.text, params or {})
+            except _TRANSIENT as exc:
+                raise TransientGraphError(str(exc)) from exc
+            except rex.ResponseError as exc:
+                if "unique constraint violation" in str(exc):
+                    raise Aborted("a concurrent write conflicted; retry", reason="GRAPH_CONFLICT") from exc
+                raise GraphQueryError(f"graph statement {statement.name} failed") from exc
+            names = [h[1] for h in result.header]
+            return [dict(zip(names, (_plain(v) for v in row), strict=True)) for row in result.result_set]
+
+        return with_retries(call, attempts=self._retries, statement=statement.name)
+
+    def _read(self, text: str, params: dict[str, Any]) -> Any:
+        try:
+            return self._graph.ro_query(text, params)
+        except rex.ResponseError as exc:
+            # A graph that has never been written does not exist yet: a read of it finds nothing.
+            if "empty key" not in str(exc):
+                raise
+            return self._graph.query(text, params)
+
+    def ensure_schema(self, schema: Schema) -> None:
+        def call() -> None:
+            try:
+                for text in dialect.falkordb_index_statements(schema):
+                    try:
+                        self._graph.query(text)
+                    except rex.ResponseError as exc:
+                        if "already indexed" not in str(exc):
+                            raise
+                for command in dialect.falkordb_constraint_commands(self._name, schema):
+                    try:
+                        self._db.connection.execute_command(*command)
+                    except rex.ResponseError as exc:
+                        if "already exists" not in str(exc).lower():
+                            raise
+            except _TRANSIENT as exc:
+                raise TransientGraphError(str(exc)) from exc
+
+        with_retries(call, attempts=self._retries, statement="ensure_schema")
+
+    def ping(self) -> None:
+        def call() -> None:
+            try:
+                self._db.connection.ping()
+            except _TRANSIENT as exc:
+                raise TransientGraphError(str(exc)) from exc
+
+        with_retries(call, attempts=0, statement="ping")
+
+    def close(self) -> None:
+        self._db.connection.close()

@@ -1,0 +1,81 @@
+"""The graph port every store talks to, and the errors it raises.
+
+Stores hand over a registered `Statement` and plain parameters and get rows back as dicts.
+The port owns connections, retries transient failures, and turns store errors into domain
+errors (`Unavailable` for an unreachable store, `AlreadyExists` for a constraint violation).
+Every write is a single atomic statement written to be idempotent, so a retry is always safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from services.common.errors import Unavailable
+from services.common.graph.statements import Statement
+
+T = TypeVar("T")
+log = structlog.get_logger("tessera.graph")
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Indexes and uniqueness constraints a service needs, as data; the dialect renders them."""
+
+    unique: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (label, property)
+    indexes: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+class TransientGraphError(Exception):
+    """Raised by adapters for failures worth retrying (connection lost, leader switch)."""
+
+
+class GraphClient(Protocol):
+    dialect: str
+
+    def run(self, statement: Statement, params: dict[str, Any] | None = None) -> list[Row]: ...
+
+    def ensure_schema(self, schema: Schema) -> None: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def with_retries(call: Callable[[], T], *, attempts: int, statement: str, base_delay: float = 0.05) -> T:
+    """Runs `call`, retrying transient errors with exponential backoff, then raises Unavailable."""
+    for attempt in range(1, attempts + 2):
+        try:
+            return call()
+        except TransientGraphError as exc:
+            if attempt > attempts:
+                raise Unavailable(
+                    "the graph store is unavailable; retry later", reason="GRAPH_UNAVAILABLE"
+                ) from exc
+            log.warning("graph_retry", statement=statement, attempt=attempt, max_attempts=attempts + 1,
+                        error_type=type(exc.__cause__ or exc).__name__)
+            time.sleep(base_delay * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+class SchemaGate:
+    """Sets up a service's schema once the store answers. A service whose store is down at start
+    still starts and reports NOT_SERVING; this readiness check creates the schema as soon as it can."""
+
+    def __init__(self, graph: GraphClient, *schemas: Schema):
+        self._graph = graph
+        self._schemas = schemas
+        self._ready = False
+
+    def check(self) -> None:
+        if not self._ready:
+            for schema in self._schemas:
+                self._graph.ensure_schema(schema)
+            self._ready = True
+        self._graph.ping()

@@ -1,0 +1,95 @@
+"""Per-subject data keys kept in the graph, wrapped by the KEK; destroying them crypto-shreds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from services.common.crypto import BlindIndex, DataCipher, KeyEncryptionKey, b64, unb64
+from services.common.errors import NotFound
+from services.common.graph.port import GraphClient, Schema
+from services.common.graph.statements import cypher
+
+SCHEMA = Schema(unique=[("SubjectKey", "subject")])
+
+GET_OR_CREATE = cypher(
+    "keystore.get_or_create",
+    """
+    MERGE (k:SubjectKey {subject: $subject})
+    ON CREATE SET k.wrapped = $wrapped, k.kek_id = $kek_id, k.created_at = $now
+    RETURN k.wrapped AS wrapped
+    """,
+    write=True,
+)
+GET = cypher("keystore.get", "MATCH (k:SubjectKey {subject: $subject}) RETURN k.wrapped AS wrapped")
+DESTROY = cypher(
+    "keystore.destroy",
+    "UNWIND $subjects AS s MATCH (k:SubjectKey {subject: s}) DELETE k RETURN count(k) AS destroyed",
+    write=True,
+)
+
+
+class SubjectKeys:
+    """Hands out ciphers for subjects ("account:…", "person:…"), caching unwrapped keys briefly.
+
+    The cache is small and short-lived: a key destroyed on another replica stops decrypting here
+    within `ttl_seconds`, and the ciphertexts themselves are deleted with the key anyway.
+    """
+
+    def __init__(self, graph: GraphClient, kek: KeyEncryptionKey, *, ttl_seconds: float = 30.0,
+                 capacity: int = 10_000):
+        self._graph = graph
+        self._kek = kek
+        self._ttl = ttl_seconds
+        self._capacity = capacity
+        self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _cached(self, subject: str) -> bytes | None:
+        with self._lock:
+            hit = self._cache.get(subject)
+            if hit and hit[0] > time.monotonic():
+                self._cache.move_to_end(subject)
+                return hit[1]
+            return None
+
+    def _remember(self, subject: str, key: bytes) -> None:
+        with self._lock:
+            self._cache[subject] = (time.monotonic() + self._ttl, key)
+            self._cache.move_to_end(subject)
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+
+    def cipher_for(self, subject: str) -> DataCipher:
+        """The subject's cipher, creating its key on first use."""
+        key = self._cached(subject)
+        if key is None:
+            fresh = self._kek.new_data_key()
+            rows = self._graph.run(GET_OR_CREATE, {
+                "subject": subject, "wrapped": b64(self._kek.wrap(subject, fresh)),
+                "kek_id": self._kek.key_id, "now": int(time.time() * 1000)})
+            key = self._kek.unwrap(subject, unb64(rows[0]["wrapped"]))
+            self._remember(subject, key)
+        return DataCipher(key)
+
+    def existing_cipher(self, subject: str) -> DataCipher:
+        """The subject's cipher; NotFound once the key was destroyed (the data is shredded)."""
+        key = self._cached(subject)
+        if key is None:
+            rows = self._graph.run(GET, {"subject": subject})
+            if not rows:
+                raise NotFound("the subject's data key no longer exists", reason="SUBJECT_KEY_DESTROYED")
+            key = self._kek.unwrap(subject, unb64(rows[0]["wrapped"]))
+            self._remember(subject, key)
+        return DataCipher(key)
+
+    def destroy(self, subjects: list[str]) -> int:
+        with self._lock:
+            for s in subjects:
+                self._cache.pop(s, None)
+        rows = self._graph.run(DESTROY, {"subjects": subjects})
+        return int(rows[0]["destroyed"]) if rows else 0
+
+
+__all__ = ["SCHEMA", "BlindIndex", "SubjectKeys"]

@@ -1,0 +1,65 @@
+"""OpenTelemetry tracing and RPC metrics. Export is off unless an OTLP endpoint or a Prometheus
+port is configured; spans still exist locally so that logs carry trace ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from services.common.config import TelemetrySettings
+
+_configured = False
+
+
+@dataclass
+class RpcMetrics:
+    """Instruments recorded by the server interceptor. Labels hold method and status code only."""
+
+    duration: metrics.Histogram
+    started: metrics.Counter
+
+
+def configure_telemetry(service: str, settings: TelemetrySettings) -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    resource = Resource.create(
+        {"service.name": f"tessera-{service}", "service.namespace": settings.service_namespace}
+    )
+    tracer_provider = TracerProvider(resource=resource)
+    readers = []
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=settings.otlp_endpoint)))
+    if settings.metrics_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+        readers.append(PrometheusMetricReader())
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def rpc_metrics() -> RpcMetrics:
+    meter = metrics.get_meter("tessera.rpc")
+    return RpcMetrics(
+        duration=meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
+        ),
+        started=meter.create_counter("rpc.server.started", description="Inbound RPCs started"),
+    )
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("tessera")

@@ -1,0 +1,256 @@
+"""Consent data in portable Cypher: purposes and their versions, the hash-chained ledger, the
+materialised head, and privacy requests.
+
+The ledger is appended with a compare-and-set on its head: the statement only writes when the
+head is still at the sequence the event was chained to, so concurrent writers (also on other
+replicas) are linearised and the chain never forks. A request id already in the ledger makes the
+append a no-op that returns the existing event (idempotent retries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.graph.port import GraphClient, Schema
+from services.common.graph.statements import cypher
+
+SCHEMA = Schema(
+    unique=[("Purpose", "id"), ("PurposeVersion", "key"), ("ConsentEvent", "seq"), ("ConsentEvent", "event_id"),
+            ("LedgerHead", "name"), ("PrivacyRequest", "id")],
+    indexes=[("ConsentEvent", "subject_ref"), ("ConsentEvent", "request_id"), ("ConsentEvent", "person_id"),
+             ("PrivacyRequest", "state"), ("PrivacyRequest", "request_id")],
+)
+
+CREATE_PURPOSE = cypher(
+    "consent.create_purpose",
+    """
+    MERGE (p:Purpose {id: $id})
+    ON CREATE SET p.version = 1, p.create_token = $token, p.created_at = $now
+    WITH p, p.create_token = $token AS created
+    FOREACH (ignored IN CASE WHEN created THEN [1] ELSE [] END |
+      MERGE (v:PurposeVersion {key: $id + '#1'})
+      ON CREATE SET v += $fields, v.purpose_id = $id, v.version = 1, v.created_at = $now)
+    RETURN created, p.create_token AS token
+    """,
+    write=True,
+)
+
+ADD_PURPOSE_VERSION = cypher(
+    "consent.add_purpose_version",
+    """
+    MATCH (p:Purpose {id: $id})
+    WHERE p.version = $expected_version
+    SET p.version = $expected_version + 1
+    MERGE (v:PurposeVersion {key: $id + '#' + toString($expected_version + 1)})
+    ON CREATE SET v += $fields, v.purpose_id = $id, v.version = $expected_version + 1, v.created_at = $now
+    RETURN v.version AS version
+    """,
+    write=True,
+)
+
+GET_PURPOSE_VERSION = cypher(
+    "consent.get_purpose_version",
+    """
+    MATCH (p:Purpose {id: $id})
+    MATCH (v:PurposeVersion {key: $id + '#' + toString(CASE WHEN $version > 0 THEN $version ELSE p.version END)})
+    RETURN v {.*} AS purpose, p.version AS current_version
+    """,
+)
+
+ALL_PURPOSE_VERSIONS = cypher(
+    "consent.all_purpose_versions",
+    """
+    MATCH (v:PurposeVersion {purpose_id: $id})
+    RETURN v {.*} AS purpose
+    ORDER BY v.version
+    """,
+)
+
+LIST_PURPOSES = cypher(
+    "consent.list_purposes",
+    """
+    MATCH (p:Purpose)
+    WHERE p.id > $after
+    MATCH (v:PurposeVersion {key: p.id + '#' + toString(p.version)})
+    RETURN v {.*} AS purpose
+    ORDER BY p.id
+    LIMIT $limit
+    """,
+)
+
+LEDGER_HEAD = cypher(
+    "consent.ledger_head",
+    "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq, h.hash AS hash",
+)
+
+INIT_LEDGER = cypher(
+    "consent.init_ledger",
+    """
+    MERGE (h:LedgerHead {name: 'consent'})
+    ON CREATE SET h.seq = 0, h.hash = $genesis
+    RETURN h.seq AS seq, h.hash AS hash
+    """,
+    write=True,
+)
+
+APPEND_EVENT = cypher(
+    "consent.append_event",
+    """
+    MATCH (h:LedgerHead {name: 'consent'})
+    OPTIONAL MATCH (dup:ConsentEvent {request_id: $request_id})
+    WITH h, dup
+    WHERE dup IS NULL AND h.seq = $prev_seq AND h.hash = $prev_hash
+    SET h.seq = $event.seq, h.hash = $event.hash
+    CREATE (e:ConsentEvent)
+    SET e += $event
+    RETURN e.seq AS seq
+    """,
+    write=True,
+)
+
+EVENT_BY_REQUEST = cypher(
+    "consent.event_by_request",
+    "MATCH (e:ConsentEvent {request_id: $request_id}) RETURN e {.*} AS event",
+)
+
+EVENTS_FOR_SUBJECTS = cypher(
+    "consent.events_for_subjects",
+    """
+    UNWIND $refs AS ref
+    MATCH (e:ConsentEvent {subject_ref: ref})
+    WHERE $purpose_id = '' OR e.purpose_id = $purpose_id
+    RETURN e {.*} AS event
+    ORDER BY e.seq
+    """,
+)
+
+EVENTS_PAGE = cypher(
+    "consent.events_page",
+    """
+    MATCH (e:ConsentEvent)
+    WHERE e.seq > $after AND e.seq <= $until
+    RETURN e {.*} AS event
+    ORDER BY e.seq
+    LIMIT $limit
+    """,
+)
+
+SHRED_EVENTS = cypher(
+    "consent.shred_events",
+    """
+    UNWIND $refs AS ref
+    MATCH (e:ConsentEvent {subject_ref: ref})
+    SET e.payload = null, e.shredded = true
+    RETURN count(e) AS shredded
+    """,
+    write=True,
+)
+
+CREATE_PRIVACY_REQUEST = cypher(
+    "consent.create_privacy_request",
+    """
+    MERGE (r:PrivacyRequest {id: $id})
+    ON CREATE SET r += $fields
+    RETURN r {.*} AS request
+    """,
+    write=True,
+)
+
+GET_PRIVACY_REQUEST = cypher(
+    "consent.get_privacy_request",
+    "MATCH (r:PrivacyRequest {id: $id}) RETURN r {.*} AS request",
+)
+
+LIST_PRIVACY_REQUESTS = cypher(
+    "consent.list_privacy_requests",
+    """
+    MATCH (r:PrivacyRequest)
+    WHERE ($state = '' OR r.state = $state)
+      AND (r.due_at > $after_due OR (r.due_at = $after_due AND r.id > $after_id))
+    RETURN r {.*} AS request
+    ORDER BY r.due_at, r.id
+    LIMIT $limit
+    """,
+)
+
+UPDATE_PRIVACY_REQUEST = cypher(
+    "consent.update_privacy_request",
+    """
+    MATCH (r:PrivacyRequest {id: $id})
+    SET r += $fields
+    RETURN r {.*} AS request
+    """,
+    write=True,
+)
+
+
+@dataclass
+class ConsentStore:
+    graph: GraphClient
+
+    # purposes
+    def create_purpose(self, purpose_id: str, fields: dict[str, Any], token: str, now: int) -> bool:
+        row = self.graph.run(CREATE_PURPOSE, {"id": purpose_id, "fields": fields, "token": token, "now": now})[0]
+        return bool(row["created"])
+
+    def add_purpose_version(self, purpose_id: str, expected_version: int, fields: dict[str, Any], now: int
+                            ) -> int | None:
+        rows = self.graph.run(ADD_PURPOSE_VERSION, {"id": purpose_id, "expected_version": expected_version,
+                                                    "fields": fields, "now": now})
+        return int(rows[0]["version"]) if rows else None
+
+    def get_purpose(self, purpose_id: str, version: int = 0) -> tuple[dict[str, Any], int] | None:
+        rows = self.graph.run(GET_PURPOSE_VERSION, {"id": purpose_id, "version": version})
+        return (rows[0]["purpose"], int(rows[0]["current_version"])) if rows else None
+
+    def purpose_versions(self, purpose_id: str) -> list[dict[str, Any]]:
+        return [r["purpose"] for r in self.graph.run(ALL_PURPOSE_VERSIONS, {"id": purpose_id})]
+
+    def list_purposes(self, after: str, limit: int) -> list[dict[str, Any]]:
+        return [r["purpose"] for r in self.graph.run(LIST_PURPOSES, {"after": after, "limit": limit})]
+
+    # ledger
+    def ledger_head(self, genesis: str) -> tuple[int, str]:
+        rows = self.graph.run(LEDGER_HEAD, {})
+        if not rows:
+            rows = self.graph.run(INIT_LEDGER, {"genesis": genesis})
+        return int(rows[0]["seq"]), str(rows[0]["hash"])
+
+    def append_event(self, event: dict[str, Any], prev_seq: int, prev_hash: str) -> bool:
+        rows = self.graph.run(APPEND_EVENT, {"event": event, "prev_seq": prev_seq, "prev_hash": prev_hash,
+                                             "request_id": event["request_id"]})
+        return bool(rows)
+
+    def event_by_request(self, request_id: str) -> dict[str, Any] | None:
+        rows = self.graph.run(EVENT_BY_REQUEST, {"request_id": request_id})
+        return rows[0]["event"] if rows else None
+
+    def events_for_subjects(self, refs: list[str], purpose_id: str = "") -> list[dict[str, Any]]:
+        if not refs:
+            return []
+        return [r["event"] for r in self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})]
+
+    def events_page(self, after: int, until: int, limit: int) -> list[dict[str, Any]]:
+        return [r["event"] for r in self.graph.run(EVENTS_PAGE, {"after": after, "until": until, "limit": limit})]
+
+    def shred_events(self, refs: list[str]) -> int:
+        rows = self.graph.run(SHRED_EVENTS, {"refs": refs}) if refs else []
+        return int(rows[0]["shredded"]) if rows else 0
+
+    # privacy requests
+    def create_privacy_request(self, request_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.graph.run(CREATE_PRIVACY_REQUEST, {"id": request_id, "fields": fields})[0]["request"]
+
+    def get_privacy_request(self, request_id: str) -> dict[str, Any] | None:
+        rows = self.graph.run(GET_PRIVACY_REQUEST, {"id": request_id})
+        return rows[0]["request"] if rows else None
+
+    def list_privacy_requests(self, state: str, after_due: int, after_id: str, limit: int) -> list[dict[str, Any]]:
+        rows = self.graph.run(LIST_PRIVACY_REQUESTS, {"state": state, "after_due": after_due, "after_id": after_id,
+                                                      "limit": limit})
+        return [r["request"] for r in rows]
+
+    def update_privacy_request(self, request_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        rows = self.graph.run(UPDATE_PRIVACY_REQUEST, {"id": request_id, "fields": fields})
+        return rows[0]["request"] if rows else None

@@ -1,0 +1,36 @@
+"""Blocking keys for real-time candidate search. Each rule names the fields whose joint equality
+makes two accounts worth scoring; an account indexes one key per rule it has values for, stored
+in the graph as blind-index tokens (never plaintext)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# (rule name, fields): fields are match-record keys; "birth_year" is derived from birth_date.
+RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("family_phonetic_birth_year", ("family_name_phonetic", "birth_year")),
+    ("given_phonetic_postcode", ("given_name_phonetic", "postcode")),
+    ("birth_date_given_initial", ("birth_date", "given_initial")),
+    ("family_name_postcode", ("family_name", "postcode")),
+)
+
+
+def _value(record: Mapping[str, Any], name: str) -> str | None:
+    if name == "birth_year":
+        bd = record.get("birth_date")
+        return str(bd)[:4] if bd else None
+    if name == "given_initial":
+        gn = record.get("given_name")
+        return str(gn)[:1] if gn else None
+    value = record.get(name)
+    return str(value) if value else None
+
+
+def block_keys(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    keys = []
+    for rule, fields in RULES:
+        values = [_value(record, f) for f in fields]
+        if all(values):
+            keys.append((rule, "\x1f".join(v for v in values if v)))
+    return keys

@@ -1,0 +1,137 @@
+"""Over-merge guards: pure decisions about which candidate persons an account may join.
+
+A shared identifier is strong evidence, but not proof: a family shares a landline, a shop types
+its own phone number for customers who give none, colleagues share info@ addresses, twins share
+almost everything. These rules keep such groups apart while letting ordinary duplicates link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+DEFAULT_KIND_LIMITS: dict[str, int] = {"email": 10, "phone": 6, "social": 10, "login": 10, "loyalty": 5}
+
+
+def parse_kind_limits(spec: str) -> dict[str, int]:
+    """'email=10,phone=6' → {'email': 10, 'phone': 6}, on top of the defaults."""
+    limits = dict(DEFAULT_KIND_LIMITS)
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, value = part.partition("=")
+        if kind not in DEFAULT_KIND_LIMITS or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"bad identifier limit {part!r}: use kind=N with kind in {sorted(DEFAULT_KIND_LIMITS)}")
+        limits[kind] = int(value)
+    return limits
+
+
+@dataclass(frozen=True)
+class Traits:
+    """The attributes guards compare; all normalised, any may be missing."""
+
+    given_name: str | None = None
+    family_name: str | None = None
+    birth_date: str | None = None
+
+    @classmethod
+    def of(cls, record: Mapping[str, object]) -> Traits:
+        def text(key: str) -> str | None:
+            value = record.get(key)
+            return str(value) if value else None
+
+        return cls(text("given_name"), text("family_name"), text("birth_date"))
+
+
+def names_compatible(a: str | None, b: str | None) -> bool:
+    """Missing names never conflict; otherwise equal, one a prefix/initial of the other, or a
+    near spelling (typo) of it."""
+    if not a or not b:
+        return True
+    if a == b:
+        return True
+    first_a, first_b = a.split()[0], b.split()[0]
+    if first_a.startswith(first_b) or first_b.startswith(first_a):
+        return True
+    return SequenceMatcher(None, a, b).ratio() >= 0.8
+
+
+def conflict(a: Traits, b: Traits) -> str | None:
+    """Why two records cannot be one person, or None. Different birth dates, or different given
+    names, are decisive even when an identifier is shared (families, twins, colleagues)."""
+    if a.birth_date and b.birth_date and a.birth_date != b.birth_date:
+        return "conflicting_birth_date"
+    if not names_compatible(a.given_name, b.given_name):
+        return "conflicting_given_name"
+    return None
+
+
+def conflict_between(group_a: Iterable[Traits], group_b: Iterable[Traits]) -> str | None:
+    group_b = list(group_b)
+    for x in group_a:
+        for y in group_b:
+            why = conflict(x, y)
+            if why:
+                return why
+    return None
+
+
+@dataclass
+class Candidate:
+    """A person the account could join, with the evidence for it."""
+
+    person_id: str
+    created_at: int
+    method: str  # deterministic | probabilistic
+    probability: float = 1.0
+    traits: list[Traits] = field(default_factory=list)
+    identifier_counts: dict[str, int] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Selection:
+    chosen: list[Candidate]
+    blocked: dict[str, str]  # person_id -> reason
+
+
+def select_persons(
+    account: Traits,
+    account_identifier_counts: Mapping[str, int],
+    candidates: list[Candidate],
+    *,
+    cannot_link: set[str],
+    cannot_link_pairs: set[tuple[str, str]],
+    kind_limits: Mapping[str, int],
+    current_person: Candidate | None = None,
+) -> Selection:
+    """Greedy, oldest first: a candidate joins when it is not cannot-linked to the account or to a
+    person already chosen, has no conflicting attributes with the account or with the persons
+    already chosen, and the union stays within the per-kind identifier limits."""
+    chosen: list[Candidate] = [current_person] if current_person else []
+    blocked: dict[str, str] = {}
+    totals: dict[str, int] = dict(account_identifier_counts)
+    for c in chosen:
+        for kind, n in c.identifier_counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+    for cand in sorted(candidates, key=lambda c: (c.created_at, c.person_id)):
+        if any(cand.person_id == c.person_id for c in chosen):
+            continue
+        if cand.person_id in cannot_link:
+            blocked[cand.person_id] = "cannot_link"
+            continue
+        if any(tuple(sorted((cand.person_id, c.person_id))) in cannot_link_pairs for c in chosen):
+            blocked[cand.person_id] = "cannot_link"
+            continue
+        why = conflict_between([account], cand.traits) or conflict_between(
+            cand.traits, [t for c in chosen for t in c.traits])
+        if why:
+            blocked[cand.person_id] = why
+            continue
+        over = [k for k, n in cand.identifier_counts.items() if totals.get(k, 0) + n > kind_limits.get(k, 10**9)]
+        if over:
+            blocked[cand.person_id] = f"too_many_identifiers:{over[0]}"
+            continue
+        chosen.append(cand)
+        for kind, n in cand.identifier_counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+    return Selection(chosen=chosen, blocked=blocked)

@@ -1,0 +1,466 @@
+"""Identity resolution use cases, free of gRPC: link, look up, merge, split, explain, erase.
+
+The flow of a real-time link: normalise → blind-index identifiers → find persons sharing an
+identifier (deterministic) and accounts sharing a blocking key (probabilistic, scored in-process
+with the trained model) → guards pick the persons the account may join → one atomic upsert →
+merge any further persons into the oldest. Person ids are stable: merges keep the oldest id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from services.common.crypto import BlindIndex, DataCipher, b64, unb64
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.common.keystore import SubjectKeys
+from services.identity.domain import guards
+from services.identity.domain.blocking import block_keys
+from services.identity.domain.normalize import (
+    InvalidAccount,
+    NormalizedAccount,
+    normalize_account,
+    to_match_record,
+)
+from services.identity.store import IdentityStore
+
+log = structlog.get_logger("tessera.identity")
+
+METHOD_NEW = "new_person"
+METHOD_DETERMINISTIC = "deterministic"
+METHOD_PROBABILISTIC = "probabilistic"
+METHOD_MANUAL = "manual"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PairScorer(Protocol):
+    version: str
+
+    def score(self, a: dict[str, Any], b: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class LinkOutcome:
+    account_id: str
+    person_id: str
+    created_person: bool
+    method: str
+    probability: float
+    problems: list[tuple[str, str]]
+    merged_persons: list[str]
+    blocked: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AccountView:
+    account_id: str
+    person_id: str
+    source: str
+    external_id: str
+    identifiers: list[dict[str, str]]
+    attributes: dict[str, Any]
+    method: str
+    probability: float
+    created_at: int
+    updated_at: int
+
+
+@dataclass
+class PersonView:
+    person_id: str
+    created_at: int
+    updated_at: int
+    account_count: int
+    merged_persons: list[str]
+
+
+@dataclass
+class Thresholds:
+    link: float
+    review: float
+
+
+class IdentityService:
+    def __init__(self, store: IdentityStore, keys: SubjectKeys, blind: BlindIndex, *, default_region: str,
+                 thresholds: Thresholds, max_persons_per_identifier: int, kind_limits: dict[str, int],
+                 candidate_limit: int = 200, scorer: PairScorer | None = None):
+        self.store = store
+        self.keys = keys
+        self.blind = blind
+        self.default_region = default_region
+        self.thresholds = thresholds
+        self.max_persons_per_identifier = max_persons_per_identifier
+        self.kind_limits = kind_limits
+        self.candidate_limit = candidate_limit
+        self.scorer = scorer
+
+    # ---- ids -------------------------------------------------------------------------------
+    def account_id(self, source: str, external_id: str) -> str:
+        return self.blind.token("account", f"{source}\x00{external_id}")[:32]
+
+    def identifier_token(self, kind: str, value: str) -> str:
+        return self.blind.token(kind, value)
+
+    def _cipher(self, account_id: str, wrapped: str | None) -> DataCipher | None:
+        if not wrapped:
+            return None
+        return DataCipher(self.keys._kek.unwrap(f"account:{account_id}", unb64(wrapped)))
+
+    def _decrypt(self, account_id: str, attrs: str | None, wrapped: str | None) -> dict[str, Any] | None:
+        cipher = self._cipher(account_id, wrapped)
+        if cipher is None or not attrs:
+            return None
+        return json.loads(cipher.decrypt("account", unb64(attrs)))
+
+    # ---- link ------------------------------------------------------------------------------
+    def normalise(self, raw: dict[str, Any]) -> NormalizedAccount:
+        try:
+            return normalize_account(raw, default_region=self.default_region)
+        except InvalidAccount as exc:
+            raise InvalidArgument([FieldViolation(f, d) for f, d in exc.violations]) from exc
+
+    def link(self, raw: dict[str, Any]) -> LinkOutcome:
+        acc = self.normalise(raw)
+        now = now_ms()
+        account_id = self.account_id(acc.source, acc.external_id)
+        problems = [(p.field, p.reason) for p in acc.problems]
+        idents = [(i.kind, i.value, getattr(i, "line_type", None)) for i in acc.identifiers]
+        tokens = {self.identifier_token(k, v): (k, v, lt) for k, v, lt in idents}
+        suppressed = self.store.suppressed([account_id, *tokens])
+        if account_id in suppressed:
+            raise FailedPrecondition("this account belongs to an erased person and cannot be re-created",
+                                     reason="SUBJECT_ERASED")
+        for token in suppressed:
+            kind, _value, _lt = tokens.pop(token)
+            problems.append((f"identifiers.{kind}", "identifier was erased and is suppressed"))
+        match = to_match_record(acc)
+        match["unique_id"] = account_id
+        blocks = [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
+
+        current = self.store.account_person(account_id)
+        deterministic, shared_too_widely = self._deterministic_candidates(tokens, current)
+        for token in shared_too_widely:
+            kind = tokens[token][0]
+            problems.append((f"identifiers.{kind}", "identifier is shared by too many persons and does not link"))
+        probabilistic, review = self._probabilistic_candidates(account_id, match, blocks, deterministic, current)
+
+        candidate_ids = sorted({*deterministic, *probabilistic} - ({current["person_id"]} if current else set()))
+        infos = self._person_infos([*candidate_ids, *([current["person_id"]] if current else [])])
+        cannot = self.store.cannot_link_persons([account_id], candidate_ids)
+        cannot_pairs = set(self.store.cannot_link_between_persons(
+            [*candidate_ids, *([current["person_id"]] if current else [])]))
+        candidates = []
+        for pid in candidate_ids:
+            info = infos.get(pid)
+            if info is None:
+                continue
+            method = METHOD_DETERMINISTIC if pid in deterministic else METHOD_PROBABILISTIC
+            info.method = method
+            info.probability = 1.0 if pid in deterministic else probabilistic[pid]
+            info.evidence = deterministic.get(pid, [])
+            candidates.append(info)
+        current_cand = infos.get(current["person_id"]) if current else None
+        own_counts: dict[str, int] = {}
+        if current is None:
+            for kind, _v, _lt in tokens.values():
+                own_counts[kind] = own_counts.get(kind, 0) + 1
+        selection = guards.select_persons(
+            guards.Traits.of(match), own_counts, candidates, cannot_link=cannot,
+            cannot_link_pairs=set(cannot_pairs), kind_limits=self.kind_limits, current_person=current_cand)
+        chosen = selection.chosen
+        created = not chosen
+        if chosen:
+            survivor = min(chosen, key=lambda c: (c.created_at, c.person_id))
+            person_id = survivor.person_id
+        else:
+            person_id = uuid.uuid4().hex
+        if current:
+            method, probability = current["method"], float(current["probability"] or 1.0)
+        elif chosen:
+            best = next((c for c in chosen if c.method == METHOD_DETERMINISTIC), chosen[0])
+            method, probability = best.method, best.probability
+        else:
+            method, probability = METHOD_NEW, 1.0
+        record = {
+            "source": acc.source, "external_id": acc.external_id,
+            "identifiers": [{"kind": k, "value": v} for k, v, _ in tokens.values()],
+            "attributes": acc.attributes_dict(), "match": match,
+        }
+        cipher = self.keys.cipher_for(f"account:{account_id}")
+        self.store.upsert_account(
+            person_id=person_id, account_id=account_id, source=acc.source,
+            ref=b64(cipher.encrypt("ref", json.dumps([acc.source, acc.external_id]))),
+            attrs=b64(cipher.encrypt("account", json.dumps(record))), now=now, method=method,
+            probability=probability, model_version=getattr(self.scorer, "version", "") or "",
+            identifier_tokens=list(tokens),
+            identifiers=[{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
+            block_tokens=blocks,
+        )
+        merged: list[str] = []
+        others = [c.person_id for c in chosen if c.person_id != person_id]
+        if others:
+            result = self.store.merge_persons(person_id, others, now, reason="automatic_link")
+            merged = list(result["merged"]) if result else []
+        review_pairs = [
+            {"id": _pair_id(account_id, other), "a": min(account_id, other), "b": max(account_id, other),
+             "probability": p}
+            for other, p in review.items()
+        ]
+        self.store.put_review(review_pairs, now)
+        log.info("account_linked", method=method, person_id=person_id, count=len(merged))
+        return LinkOutcome(account_id=account_id, person_id=person_id, created_person=created, method=method,
+                           probability=probability, problems=problems, merged_persons=merged,
+                           blocked=selection.blocked)
+
+    def _deterministic_candidates(self, tokens: dict[str, tuple], current: dict | None
+                                  ) -> tuple[dict[str, list[str]], list[str]]:
+        found: dict[str, list[str]] = {}
+        too_wide: list[str] = []
+        for row in self.store.persons_by_identifiers(list(tokens)):
+            persons = [p for p in row["persons"] if not current or p != current["person_id"]]
+            if len(row["persons"]) >= self.max_persons_per_identifier:
+                too_wide.append(row["token"])
+                continue
+            for pid in persons:
+                found.setdefault(pid, []).append(f"shared_{row['kind']}")
+        return found, too_wide
+
+    def _probabilistic_candidates(self, account_id: str, match: dict, blocks: list[str],
+                                  deterministic: dict, current: dict | None
+                                  ) -> tuple[dict[str, float], dict[str, float]]:
+        if self.scorer is None or not blocks:
+            return {}, {}
+        linked: dict[str, float] = {}
+        review: dict[str, float] = {}
+        for row in self.store.candidates_by_block(account_id, blocks, self.candidate_limit):
+            pid = row["person_id"]
+            if pid in deterministic or (current and pid == current["person_id"]):
+                continue
+            other = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
+            if other is None:
+                continue
+            result = self.scorer.score(match, other["match"])
+            p = float(result.match_probability)
+            if p >= self.thresholds.link:
+                linked[pid] = max(p, linked.get(pid, 0.0))
+            elif p >= self.thresholds.review:
+                review[row["account_id"]] = max(p, review.get(row["account_id"], 0.0))
+        return linked, review
+
+    def _person_infos(self, person_ids: list[str]) -> dict[str, guards.Candidate]:
+        infos: dict[str, guards.Candidate] = {}
+        if not person_ids:
+            return infos
+        for row in self.store.person_accounts_with_keys(person_ids):
+            info = infos.setdefault(row["person_id"], guards.Candidate(
+                person_id=row["person_id"], created_at=int(row["person_created_at"] or 0), method=""))
+            rec = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
+            if rec:
+                info.traits.append(guards.Traits.of(rec["match"]))
+        for pid, counts in self.store.person_identifier_counts(list(infos)).items():
+            infos[pid].identifier_counts = counts
+        return infos
+
+    # ---- read ------------------------------------------------------------------------------
+    def get_person(self, person_id: str) -> PersonView:
+        row = self.store.get_person(person_id)
+        if row is None:
+            raise NotFound(f"person {person_id!r} not found", reason="PERSON_NOT_FOUND",
+                           metadata={"person": f"persons/{person_id}"})
+        return PersonView(person_id=row["id"], created_at=int(row["created_at"] or 0),
+                          updated_at=int(row["updated_at"] or 0), account_count=int(row["accounts"]),
+                          merged_persons=sorted(row["merged"] or []))
+
+    def person_of_account(self, source: str, external_id: str) -> PersonView:
+        row = self.store.account_person(self.account_id(source, external_id))
+        if row is None:
+            raise NotFound("no such account", reason="ACCOUNT_NOT_FOUND")
+        return self.get_person(row["person_id"])
+
+    def person_of_identifier(self, kind: str, raw_value: str) -> PersonView:
+        value = self._normalise_identifier(kind, raw_value)
+        rows = self.store.persons_by_identifiers([self.identifier_token(kind, value)])
+        persons = sorted({p for r in rows for p in r["persons"]})
+        if not persons:
+            raise NotFound("no person has this identifier", reason="IDENTIFIER_NOT_FOUND")
+        if len(persons) > 1:
+            raise FailedPrecondition("the identifier is shared by several persons",
+                                     reason="IDENTIFIER_AMBIGUOUS", metadata={"persons": str(len(persons))})
+        return self.get_person(persons[0])
+
+    def _normalise_identifier(self, kind: str, raw_value: str) -> str:
+        field_name = {"email": "emails", "phone": "phones", "login": "logins", "loyalty": "loyalty_cards"}
+        raw: dict[str, Any] = {"source": "lookup", "id": "lookup"}
+        if kind == "social":
+            provider, _, handle = raw_value.partition(":")
+            raw["social"] = [{"provider": provider, "handle": handle}]
+        else:
+            raw[field_name[kind]] = [raw_value]
+        acc = self.normalise(raw)
+        values = [i.value for i in acc.identifiers if i.kind == kind]
+        if not values:
+            raise InvalidArgument.single("subject.identifier.value", f"not a valid {kind}")
+        return values[0]
+
+    def list_accounts(self, person_id: str, after: str, limit: int) -> list[AccountView]:
+        self.get_person(person_id)
+        rows = self.store.list_accounts(person_id, after, limit)
+        if not rows:
+            return []
+        keys = {r["account_id"]: r for r in self.store.accounts_with_keys([r["id"] for r in rows])}
+        out = []
+        for r in rows:
+            rec = self._decrypt(r["id"], r["attrs"], keys.get(r["id"], {}).get("wrapped_key")) or {}
+            out.append(AccountView(
+                account_id=r["id"], person_id=person_id, source=r["source"],
+                external_id=rec.get("external_id", ""), identifiers=rec.get("identifiers", []),
+                attributes=rec.get("attributes", {}), method=r["method"] or "",
+                probability=float(r["probability"] or 0.0), created_at=int(r["created_at"] or 0),
+                updated_at=int(r["updated_at"] or 0)))
+        return out
+
+    # ---- manual decisions ------------------------------------------------------------------
+    def merge(self, person_ids: list[str], reason: str) -> PersonView:
+        views = [self.get_person(pid) for pid in person_ids]
+        ids = sorted({v.person_id for v in views})
+        if len(ids) == 1:
+            return views[0]
+        blocked = self.store.cannot_link_between_persons(ids)
+        if blocked:
+            raise FailedPrecondition("a cannot-link decision forbids merging these persons",
+                                     reason="CANNOT_LINK", metadata={"persons": ",".join(sorted(blocked[0]))})
+        survivor = min((v for v in views if v.person_id in ids), key=lambda v: (v.created_at, v.person_id))
+        self.store.merge_persons(survivor.person_id, [i for i in ids if i != survivor.person_id], now_ms(),
+                                 reason=reason or "manual_merge", method=METHOD_MANUAL)
+        return self.get_person(survivor.person_id)
+
+    def split(self, person_id: str, accounts: list[tuple[str, str]], reason: str, request_id: str
+              ) -> tuple[PersonView, PersonView]:
+        person = self.get_person(person_id)
+        account_ids = [self.account_id(s, e) for s, e in accounts]
+        new_id = (hashlib.sha256(f"split:{request_id}".encode()).hexdigest()[:32] if request_id
+                  else uuid.uuid4().hex)
+        owners = {r["account_id"]: r["person_id"] for r in self.store.accounts_with_keys(account_ids)}
+        missing = [i for i, aid in enumerate(account_ids) if owners.get(aid) not in (person.person_id, new_id)]
+        if missing:
+            raise InvalidArgument([FieldViolation(f"accounts[{i}]", "is not an account of this person")
+                                   for i in missing])
+        if all(owners[aid] == new_id for aid in account_ids):
+            return self.get_person(person.person_id), self.get_person(new_id)
+        if len([a for a in account_ids if owners[a] == person.person_id]) >= person.account_count:
+            raise FailedPrecondition("a split must leave at least one account with the person",
+                                     reason="SPLIT_WOULD_EMPTY_PERSON")
+        now = now_ms()
+        self.store.split_person(person.person_id, new_id, account_ids, now, reason or "manual_split")
+        # The accounts that left must never silently rejoin: record cannot-link decisions.
+        remaining = [a.account_id for a in self.list_accounts(person.person_id, "", 1000)]
+        for moved in account_ids:
+            for stay in remaining:
+                self._record_decision("cannot_link", moved, stay, reason or "manual_split", "split")
+        return self.get_person(person.person_id), self.get_person(new_id)
+
+    def _record_decision(self, kind: str, a: str, b: str, reason: str, author: str) -> dict[str, Any]:
+        lo, hi = sorted((a, b))
+        row = self.store.record_decision(id=hashlib.sha256(f"{kind}:{lo}:{hi}".encode()).hexdigest()[:32],
+                                         kind=kind, a=lo, b=hi, reason=reason, author=author, now=now_ms())
+        if row is None:
+            raise NotFound("both accounts must exist", reason="ACCOUNT_NOT_FOUND")
+        self.store.resolve_review(_pair_id(lo, hi))
+        return row
+
+    def decide(self, kind: str, a: tuple[str, str], b: tuple[str, str], reason: str, author: str
+               ) -> dict[str, Any]:
+        aid, bid = self.account_id(*a), self.account_id(*b)
+        if aid == bid:
+            raise InvalidArgument.single("decision.account_b", "must differ from account_a")
+        owners = {r["account_id"]: r["person_id"] for r in self.store.accounts_with_keys([aid, bid])}
+        for field_name, acc in (("decision.account_a", aid), ("decision.account_b", bid)):
+            if acc not in owners:
+                raise NotFound(f"{field_name}: no such account", reason="ACCOUNT_NOT_FOUND")
+        row = self._record_decision(kind, aid, bid, reason, author)
+        if kind == "must_link" and owners[aid] != owners[bid]:
+            self.merge([owners[aid], owners[bid]], reason or "must_link")
+        if kind == "cannot_link" and owners[aid] == owners[bid]:
+            src, ext = b
+            self.split(owners[aid], [(src, ext)], reason or "cannot_link", request_id=f"cannot:{aid}:{bid}")
+        return row
+
+    # ---- explain ---------------------------------------------------------------------------
+    def explain(self, a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any]:
+        aid, bid = self.account_id(*a), self.account_id(*b)
+        rows = {r["account_id"]: r for r in self.store.accounts_with_keys([aid, bid])}
+        for field_name, acc in (("account_a", aid), ("account_b", bid)):
+            if acc not in rows:
+                raise NotFound(f"{field_name}: no such account", reason="ACCOUNT_NOT_FOUND")
+        ra = self._decrypt(aid, rows[aid]["attrs"], rows[aid]["wrapped_key"]) or {}
+        rb = self._decrypt(bid, rows[bid]["attrs"], rows[bid]["wrapped_key"]) or {}
+        rules: list[str] = []
+        ta = {(i["kind"], i["value"]) for i in ra.get("identifiers", [])}
+        tb = {(i["kind"], i["value"]) for i in rb.get("identifiers", [])}
+        shared = sorted(k for k, _ in ta & tb)
+        tokens = [self.identifier_token(k, v) for k, v in ta & tb]
+        wide = {r["token"] for r in self.store.persons_by_identifiers(tokens)
+                if len(r["persons"]) >= self.max_persons_per_identifier}
+        for kind in shared:
+            rules.append(f"shared_{kind}")
+        if wide:
+            rules.append("guard:identifier_shared_by_too_many_persons")
+        why = guards.conflict(guards.Traits.of(ra.get("match", {})), guards.Traits.of(rb.get("match", {})))
+        if why:
+            rules.append(f"guard:{why}")
+        decisions = self.store.decisions_between(aid, bid)
+        score = self.scorer.score(ra["match"], rb["match"]) if self.scorer and "match" in ra and "match" in rb \
+            else None
+        same = rows[aid]["person_id"] == rows[bid]["person_id"]
+        return {"same_person": same, "rules": rules, "decision": decisions[0] if decisions else None,
+                "score": score, "model_version": getattr(self.scorer, "version", "") if score else ""}
+
+    def review_items(self, after: str, limit: int) -> list[dict[str, Any]]:
+        return review_rows_to_refs(self, self.store.list_review(after, limit))
+
+    # ---- changes & erasure -----------------------------------------------------------------
+    def changes(self, after: int, poll_seconds: float, is_active: Any) -> Iterator[dict[str, Any]]:
+        cursor = after
+        while is_active():
+            rows = self.store.changes_after(cursor)
+            for row in rows:
+                cursor = int(row["seq"])
+                yield row
+            if not rows:
+                time.sleep(poll_seconds)
+
+    def delete_person(self, person_id: str) -> list[str]:
+        person = self.get_person(person_id)
+        result = self.store.delete_person(person.person_id, now_ms())
+        if result is None:
+            return []
+        self.keys.destroy([f"account:{a}" for a in result["account_ids"]])
+        self.store.delete_orphans([*result["identifier_tokens"], *result["block_tokens"]])
+        log.info("person_erased", person_id=person.person_id, count=len(result["account_ids"]))
+        return list(result["account_ids"])
+
+
+def _pair_id(a: str, b: str) -> str:
+    lo, hi = sorted((a, b))
+    return hashlib.sha256(f"{lo}:{hi}".encode()).hexdigest()[:32]
+
+
+def review_rows_to_refs(service: IdentityService, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replaces account ids in review rows by (source, external id), decrypted per account."""
+    ids = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
+    refs: dict[str, tuple[str, str]] = {}
+    for row in service.store.accounts_with_keys(ids) if ids else []:
+        rec = service._decrypt(row["account_id"], row["attrs"], row["wrapped_key"]) or {}
+        refs[row["account_id"]] = (rec.get("source", ""), rec.get("external_id", ""))
+    return [{**r, "a": refs.get(r["a"], ("", "")), "b": refs.get(r["b"], ("", ""))} for r in rows
+            if r["a"] in refs and r["b"] in refs]

@@ -1,0 +1,468 @@
+"""The person graph in portable Cypher. Every write is one atomic, idempotent statement.
+
+Nodes: Person {id, created_at, updated_at, merged_into}, Account {id, source, ref, attrs, …},
+Identifier {token, kind} (blind-index token, never the plaintext), BlockKey {token},
+PersonChange {seq, kind, person, related, accounts, at}, Decision {id, kind, a, b, …},
+ReviewPair {id, a, b, probability}, Suppression {token}, Counter {name, value}.
+Edges: (Account)-[:HAS]->(Identifier), (Account)-[:BLOCK]->(BlockKey),
+(Account)-[:BELONGS_TO {method, probability, model_version, at}]->(Person),
+(Person)-[:MERGED_INTO]->(Person).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.graph.port import GraphClient, Schema
+from services.common.graph.statements import cypher
+
+SCHEMA = Schema(
+    unique=[("Person", "id"), ("Account", "id"), ("Identifier", "token"), ("BlockKey", "token"),
+            ("PersonChange", "seq"), ("Decision", "id"), ("ReviewPair", "id"), ("Suppression", "token"),
+            ("Counter", "name"), ("IdempotencyRecord", "key")],
+    indexes=[("Person", "merged_into"), ("Account", "source"), ("Decision", "a"), ("Decision", "b")],
+)
+
+UPSERT_ACCOUNT = cypher(
+    "identity.upsert_account",
+    """
+    MERGE (p:Person {id: $person_id})
+    ON CREATE SET p.created_at = $now, p.updated_at = $now
+    MERGE (a:Account {id: $account_id})
+    ON CREATE SET a.created_at = $now, a.source = $source
+    SET a.updated_at = $now, a.ref = $ref, a.attrs = $attrs, p.updated_at = $now
+    WITH a, p
+    OPTIONAL MATCH (a)-[old:BELONGS_TO]->(other:Person)
+    WHERE other.id <> p.id
+    DELETE old
+    WITH DISTINCT a, p
+    MERGE (a)-[b:BELONGS_TO]->(p)
+    ON CREATE SET b.method = $method, b.probability = $probability, b.model_version = $model_version, b.at = $now
+    WITH a, p
+    OPTIONAL MATCH (a)-[h:HAS]->(stale:Identifier)
+    WHERE NOT stale.token IN $identifier_tokens
+    DELETE h
+    WITH DISTINCT a, p
+    OPTIONAL MATCH (a)-[bk:BLOCK]->(staleKey:BlockKey)
+    WHERE NOT staleKey.token IN $block_tokens
+    DELETE bk
+    WITH DISTINCT a, p
+    FOREACH (ident IN $identifiers |
+      MERGE (i:Identifier {token: ident.token})
+      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
+      MERGE (a)-[:HAS]->(i))
+    FOREACH (token IN $block_tokens |
+      MERGE (k:BlockKey {token: token})
+      MERGE (a)-[:BLOCK]->(k))
+    RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
+    """,
+    write=True,
+)
+
+ACCOUNT_PERSON = cypher(
+    "identity.account_person",
+    """
+    MATCH (a:Account {id: $account_id})-[b:BELONGS_TO]->(p:Person)
+    RETURN p.id AS person_id, b.method AS method, b.probability AS probability
+    """,
+)
+
+PERSONS_BY_IDENTIFIERS = cypher(
+    "identity.persons_by_identifiers",
+    """
+    UNWIND $tokens AS token
+    MATCH (i:Identifier {token: token})<-[:HAS]-(a:Account)-[:BELONGS_TO]->(p:Person)
+    RETURN token, i.kind AS kind, collect(DISTINCT p.id) AS persons, count(DISTINCT a) AS accounts
+    """,
+)
+
+CANDIDATES_BY_BLOCK = cypher(
+    "identity.candidates_by_block",
+    """
+    UNWIND $tokens AS token
+    MATCH (k:BlockKey {token: token})<-[:BLOCK]-(a:Account)-[:BELONGS_TO]->(p:Person)
+    WHERE a.id <> $account_id
+    WITH DISTINCT a, p
+    LIMIT $limit
+    OPTIONAL MATCH (key:SubjectKey {subject: 'account:' + a.id})
+    RETURN a.id AS account_id, a.attrs AS attrs, key.wrapped AS wrapped_key, p.id AS person_id,
+           p.created_at AS person_created_at
+    """,
+)
+
+PERSON_ACCOUNTS_WITH_KEYS = cypher(
+    "identity.person_accounts_with_keys",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (a:Account)-[:BELONGS_TO]->(p:Person {id: pid})
+    OPTIONAL MATCH (key:SubjectKey {subject: 'account:' + a.id})
+    RETURN p.id AS person_id, p.created_at AS person_created_at, a.id AS account_id, a.attrs AS attrs,
+           key.wrapped AS wrapped_key
+    """,
+)
+
+ACCOUNTS_WITH_KEYS = cypher(
+    "identity.accounts_with_keys",
+    """
+    UNWIND $account_ids AS aid
+    MATCH (a:Account {id: aid})-[b:BELONGS_TO]->(p:Person)
+    OPTIONAL MATCH (key:SubjectKey {subject: 'account:' + a.id})
+    RETURN a.id AS account_id, a.attrs AS attrs, key.wrapped AS wrapped_key, p.id AS person_id,
+           b.method AS method, b.probability AS probability
+    """,
+)
+
+CANNOT_LINK_PERSONS = cypher(
+    "identity.cannot_link_persons",
+    """
+    MATCH (x:Account)-[:CANNOT_LINK]-(y:Account)-[:BELONGS_TO]->(p:Person)
+    WHERE x.id IN $account_ids AND p.id IN $person_ids
+    RETURN DISTINCT x.id AS account_id, p.id AS person_id
+    """,
+)
+
+CANNOT_LINK_BETWEEN_PERSONS = cypher(
+    "identity.cannot_link_between_persons",
+    """
+    MATCH (p1:Person)<-[:BELONGS_TO]-(x:Account)-[:CANNOT_LINK]-(y:Account)-[:BELONGS_TO]->(p2:Person)
+    WHERE p1.id IN $person_ids AND p2.id IN $person_ids AND p1.id < p2.id
+    RETURN DISTINCT p1.id AS a, p2.id AS b
+    """,
+)
+
+RECORD_DECISION = cypher(
+    "identity.record_decision",
+    """
+    MATCH (a:Account {id: $a})
+    MATCH (b:Account {id: $b})
+    MERGE (d:Decision {id: $id})
+    ON CREATE SET d.kind = $kind, d.a = $a, d.b = $b, d.reason = $reason, d.author = $author, d.at = $now
+    FOREACH (ignored IN CASE WHEN $kind = 'cannot_link' THEN [1] ELSE [] END | MERGE (a)-[:CANNOT_LINK]->(b))
+    FOREACH (ignored IN CASE WHEN $kind = 'must_link' THEN [1] ELSE [] END | MERGE (a)-[:MUST_LINK]->(b))
+    RETURN d.kind AS kind, d.a AS a, d.b AS b, d.reason AS reason, d.author AS author, d.at AS at
+    """,
+    write=True,
+)
+
+DECISIONS_BETWEEN = cypher(
+    "identity.decisions_between",
+    """
+    MATCH (d:Decision)
+    WHERE (d.a = $a AND d.b = $b) OR (d.a = $b AND d.b = $a)
+    RETURN d.kind AS kind, d.a AS a, d.b AS b, d.reason AS reason, d.author AS author, d.at AS at
+    ORDER BY d.at DESC
+    """,
+)
+
+PERSON_IDENTIFIER_COUNTS = cypher(
+    "identity.person_identifier_counts",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (p:Person {id: pid})<-[:BELONGS_TO]-(:Account)-[:HAS]->(i:Identifier)
+    RETURN p.id AS person_id, i.kind AS kind, count(DISTINCT i) AS identifiers
+    """,
+)
+
+PUT_REVIEW = cypher(
+    "identity.put_review",
+    """
+    UNWIND $pairs AS pair
+    MERGE (r:ReviewPair {id: pair.id})
+    ON CREATE SET r.a = pair.a, r.b = pair.b, r.created_at = $now
+    SET r.probability = pair.probability
+    RETURN count(r) AS queued
+    """,
+    write=True,
+)
+
+LIST_REVIEW = cypher(
+    "identity.list_review",
+    """
+    MATCH (r:ReviewPair)
+    WHERE r.id > $after
+    OPTIONAL MATCH (a:Account {id: r.a})
+    OPTIONAL MATCH (b:Account {id: r.b})
+    RETURN r.id AS id, r.a AS a, r.b AS b, r.probability AS probability, r.created_at AS created_at,
+           a.ref AS ref_a, b.ref AS ref_b
+    ORDER BY r.id
+    LIMIT $limit
+    """,
+)
+
+RESOLVE_REVIEW = cypher(
+    "identity.resolve_review",
+    "MATCH (r:ReviewPair {id: $id}) DELETE r RETURN count(*) AS resolved",
+    write=True,
+)
+
+GET_PERSON = cypher(
+    "identity.get_person",
+    """
+    MATCH (start:Person {id: $person_id})
+    OPTIONAL MATCH (start)-[:MERGED_INTO*1..16]->(survivor:Person)
+    WHERE survivor.merged_into IS NULL
+    WITH coalesce(survivor, start) AS p
+    WHERE p.merged_into IS NULL
+    OPTIONAL MATCH (a:Account)-[:BELONGS_TO]->(p)
+    WITH p, count(a) AS accounts
+    OPTIONAL MATCH (m:Person)-[:MERGED_INTO*1..16]->(p)
+    RETURN p.id AS id, p.created_at AS created_at, p.updated_at AS updated_at, accounts,
+           collect(DISTINCT m.id) AS merged
+    """,
+)
+
+LIST_ACCOUNTS = cypher(
+    "identity.list_accounts",
+    """
+    MATCH (a:Account)-[b:BELONGS_TO]->(p:Person {id: $person_id})
+    WHERE a.id > $after
+    RETURN a.id AS id, a.source AS source, a.ref AS ref, a.attrs AS attrs, a.created_at AS created_at,
+           a.updated_at AS updated_at, b.method AS method, b.probability AS probability
+    ORDER BY a.id
+    LIMIT $limit
+    """,
+)
+
+ACCOUNTS_OF_PERSONS = cypher(
+    "identity.accounts_of_persons",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (a:Account)-[b:BELONGS_TO]->(p:Person {id: pid})
+    RETURN p.id AS person_id, a.id AS account_id, a.attrs AS attrs, b.method AS method,
+           b.probability AS probability
+    """,
+)
+
+MERGE_PERSONS = cypher(
+    "identity.merge_persons",
+    """
+    MATCH (s:Person {id: $survivor})
+    WHERE s.merged_into IS NULL
+    UNWIND $absorbed AS absorbed_id
+    MATCH (x:Person {id: absorbed_id})
+    WHERE x.merged_into IS NULL AND x.id <> s.id
+    SET x.merged_into = s.id, x.updated_at = $now, s.updated_at = $now
+    MERGE (x)-[:MERGED_INTO]->(s)
+    WITH s, x
+    OPTIONAL MATCH (acc:Account)-[r:BELONGS_TO]->(x)
+    FOREACH (ignored IN CASE WHEN acc IS NULL THEN [] ELSE [1] END |
+      MERGE (acc)-[nr:BELONGS_TO]->(s)
+      ON CREATE SET nr.method = coalesce($method, r.method), nr.probability = r.probability,
+                    nr.model_version = r.model_version, nr.at = $now
+      DELETE r)
+    WITH s, collect(DISTINCT x.id) AS merged
+    WHERE size(merged) > 0
+    MERGE (c:Counter {name: 'person_changes'})
+    SET c.value = coalesce(c.value, 0) + 1
+    CREATE (e:PersonChange {seq: c.value, kind: 'merged', person: s.id, related: merged, accounts: [],
+                            at: $now, reason: $reason})
+    RETURN e.seq AS seq, merged
+    """,
+    write=True,
+)
+
+SPLIT_PERSON = cypher(
+    "identity.split_person",
+    """
+    MATCH (p:Person {id: $person_id})
+    WHERE p.merged_into IS NULL
+    MERGE (n:Person {id: $new_person_id})
+    ON CREATE SET n.created_at = $now, n.split_from = p.id
+    SET n.updated_at = $now, p.updated_at = $now
+    WITH p, n
+    UNWIND $account_ids AS account_id
+    MATCH (a:Account {id: account_id})-[r:BELONGS_TO]->(p)
+    MERGE (a)-[nr:BELONGS_TO]->(n)
+    ON CREATE SET nr.method = 'manual', nr.probability = 1.0, nr.at = $now
+    DELETE r
+    WITH p, n, collect(a.id) AS moved
+    MERGE (c:Counter {name: 'person_changes'})
+    SET c.value = coalesce(c.value, 0) + 1
+    CREATE (e:PersonChange {seq: c.value, kind: 'split', person: p.id, related: [n.id], accounts: moved,
+                            at: $now, reason: $reason})
+    RETURN e.seq AS seq, moved
+    """,
+    write=True,
+)
+
+CHANGES_AFTER = cypher(
+    "identity.changes_after",
+    """
+    MATCH (e:PersonChange)
+    WHERE e.seq > $after
+    RETURN e.seq AS seq, e.kind AS kind, e.person AS person, e.related AS related, e.accounts AS accounts,
+           e.at AS at
+    ORDER BY e.seq
+    LIMIT $limit
+    """,
+)
+
+DELETE_PERSON = cypher(
+    "identity.delete_person",
+    """
+    MATCH (p:Person {id: $person_id})
+    OPTIONAL MATCH (m:Person)-[:MERGED_INTO*1..16]->(p)
+    WITH p, collect(DISTINCT m) AS absorbed
+    OPTIONAL MATCH (a:Account)-[:BELONGS_TO]->(p)
+    OPTIONAL MATCH (a)-[:HAS]->(i:Identifier)
+    OPTIONAL MATCH (a)-[:BLOCK]->(k:BlockKey)
+    WITH p, absorbed, collect(DISTINCT a) AS accounts, collect(DISTINCT i.token) AS identifier_tokens,
+         collect(DISTINCT k.token) AS block_tokens
+    FOREACH (token IN identifier_tokens + [a IN accounts | a.id] | MERGE (:Suppression {token: token}))
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, [a IN accounts | a.id] AS account_ids
+    FOREACH (a IN accounts | DETACH DELETE a)
+    FOREACH (x IN absorbed | DETACH DELETE x)
+    DETACH DELETE p
+    WITH account_ids, identifier_tokens, block_tokens
+    MERGE (c:Counter {name: 'person_changes'})
+    SET c.value = coalesce(c.value, 0) + 1
+    CREATE (e:PersonChange {seq: c.value, kind: 'deleted', person: $person_id, related: [], accounts: [],
+                            at: $now})
+    RETURN e.seq AS seq, account_ids, identifier_tokens, block_tokens
+    """,
+    write=True,
+)
+
+DELETE_ORPHANS = cypher(
+    "identity.delete_orphans",
+    """
+    UNWIND $tokens AS token
+    OPTIONAL MATCH (i:Identifier {token: token})
+    WHERE NOT (i)<-[:HAS]-(:Account)
+    OPTIONAL MATCH (k:BlockKey {token: token})
+    WHERE NOT (k)<-[:BLOCK]-(:Account)
+    FOREACH (x IN CASE WHEN i IS NULL THEN [] ELSE [i] END | DELETE x)
+    FOREACH (x IN CASE WHEN k IS NULL THEN [] ELSE [k] END | DELETE x)
+    RETURN count(*) AS checked
+    """,
+    write=True,
+)
+
+SUPPRESSED = cypher(
+    "identity.suppressed",
+    "UNWIND $tokens AS token MATCH (s:Suppression {token: token}) RETURN s.token AS token",
+)
+
+IDEMPOTENCY_GET = cypher(
+    "identity.idempotency_get",
+    "MATCH (r:IdempotencyRecord {key: $key}) RETURN r.fingerprint AS fingerprint, r.response AS response",
+)
+IDEMPOTENCY_PUT = cypher(
+    "identity.idempotency_put",
+    """
+    MERGE (r:IdempotencyRecord {key: $key})
+    ON CREATE SET r.fingerprint = $fingerprint, r.response = $response, r.at = $now
+    RETURN r.fingerprint AS fingerprint, r.response AS response
+    """,
+    write=True,
+)
+
+
+@dataclass
+class IdentityStore:
+    graph: GraphClient
+
+    def ensure_schema(self) -> None:
+        self.graph.ensure_schema(SCHEMA)
+
+    def upsert_account(self, **params: Any) -> dict[str, Any]:
+        return self.graph.run(UPSERT_ACCOUNT, params)[0]
+
+    def account_person(self, account_id: str) -> dict[str, Any] | None:
+        rows = self.graph.run(ACCOUNT_PERSON, {"account_id": account_id})
+        return rows[0] if rows else None
+
+    def persons_by_identifiers(self, tokens: list[str]) -> list[dict[str, Any]]:
+        return self.graph.run(PERSONS_BY_IDENTIFIERS, {"tokens": tokens}) if tokens else []
+
+    def candidates_by_block(self, account_id: str, tokens: list[str], limit: int) -> list[dict[str, Any]]:
+        if not tokens:
+            return []
+        return self.graph.run(CANDIDATES_BY_BLOCK, {"account_id": account_id, "tokens": tokens, "limit": limit})
+
+    def person_accounts_with_keys(self, person_ids: list[str]) -> list[dict[str, Any]]:
+        return self.graph.run(PERSON_ACCOUNTS_WITH_KEYS, {"person_ids": person_ids}) if person_ids else []
+
+    def accounts_with_keys(self, account_ids: list[str]) -> list[dict[str, Any]]:
+        return self.graph.run(ACCOUNTS_WITH_KEYS, {"account_ids": account_ids})
+
+    def cannot_link_persons(self, account_ids: list[str], person_ids: list[str]) -> set[str]:
+        if not person_ids:
+            return set()
+        rows = self.graph.run(CANNOT_LINK_PERSONS, {"account_ids": account_ids, "person_ids": person_ids})
+        return {r["person_id"] for r in rows}
+
+    def cannot_link_between_persons(self, person_ids: list[str]) -> list[tuple[str, str]]:
+        rows = self.graph.run(CANNOT_LINK_BETWEEN_PERSONS, {"person_ids": person_ids})
+        return [(r["a"], r["b"]) for r in rows]
+
+    def record_decision(self, **params: Any) -> dict[str, Any] | None:
+        rows = self.graph.run(RECORD_DECISION, params)
+        return rows[0] if rows else None
+
+    def decisions_between(self, a: str, b: str) -> list[dict[str, Any]]:
+        return self.graph.run(DECISIONS_BETWEEN, {"a": a, "b": b})
+
+    def person_identifier_counts(self, person_ids: list[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for row in self.graph.run(PERSON_IDENTIFIER_COUNTS, {"person_ids": person_ids}) if person_ids else []:
+            out.setdefault(row["person_id"], {})[row["kind"]] = int(row["identifiers"])
+        return out
+
+    def put_review(self, pairs: list[dict[str, Any]], now: int) -> None:
+        if pairs:
+            self.graph.run(PUT_REVIEW, {"pairs": pairs, "now": now})
+
+    def list_review(self, after: str, limit: int) -> list[dict[str, Any]]:
+        return self.graph.run(LIST_REVIEW, {"after": after, "limit": limit})
+
+    def resolve_review(self, review_id: str) -> None:
+        self.graph.run(RESOLVE_REVIEW, {"id": review_id})
+
+    def get_person(self, person_id: str) -> dict[str, Any] | None:
+        rows = self.graph.run(GET_PERSON, {"person_id": person_id})
+        return rows[0] if rows else None
+
+    def list_accounts(self, person_id: str, after: str, limit: int) -> list[dict[str, Any]]:
+        return self.graph.run(LIST_ACCOUNTS, {"person_id": person_id, "after": after, "limit": limit})
+
+    def accounts_of_persons(self, person_ids: list[str]) -> list[dict[str, Any]]:
+        return self.graph.run(ACCOUNTS_OF_PERSONS, {"person_ids": person_ids})
+
+    def merge_persons(self, survivor: str, absorbed: list[str], now: int, reason: str,
+                      method: str | None = None) -> dict[str, Any] | None:
+        rows = self.graph.run(MERGE_PERSONS, {"survivor": survivor, "absorbed": absorbed, "now": now,
+                                              "reason": reason, "method": method})
+        return rows[0] if rows else None
+
+    def split_person(self, person_id: str, new_person_id: str, account_ids: list[str], now: int,
+                     reason: str) -> dict[str, Any] | None:
+        rows = self.graph.run(SPLIT_PERSON, {"person_id": person_id, "new_person_id": new_person_id,
+                                             "account_ids": account_ids, "now": now, "reason": reason})
+        return rows[0] if rows else None
+
+    def changes_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:
+        return self.graph.run(CHANGES_AFTER, {"after": after, "limit": limit})
+
+    def delete_person(self, person_id: str, now: int) -> dict[str, Any] | None:
+        rows = self.graph.run(DELETE_PERSON, {"person_id": person_id, "now": now})
+        return rows[0] if rows else None
+
+    def delete_orphans(self, tokens: list[str]) -> None:
+        if tokens:
+            self.graph.run(DELETE_ORPHANS, {"tokens": tokens})
+
+    def suppressed(self, tokens: list[str]) -> set[str]:
+        if not tokens:
+            return set()
+        return {r["token"] for r in self.graph.run(SUPPRESSED, {"tokens": tokens})}
+
+    def idempotent(self, key: str, fingerprint: str, response: str, now: int) -> tuple[str, str]:
+        row = self.graph.run(IDEMPOTENCY_PUT, {"key": key, "fingerprint": fingerprint, "response": response,
+                                               "now": now})[0]
+        return row["fingerprint"], row["response"]
+
+    def idempotency_record(self, key: str) -> tuple[str, str] | None:
+        rows = self.graph.run(IDEMPOTENCY_GET, {"key": key})
+        return (rows[0]["fingerprint"], rows[0]["response"]) if rows else None

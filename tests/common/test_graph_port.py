@@ -1,0 +1,78 @@
+"""The graph port against a real FalkorDB: parameter safety, errors, retries, recovery."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.config import GraphSettings
+from services.common.errors import Unavailable
+from services.common.falkordb_server import EmbeddedFalkorDB, free_port
+from services.common.graph.factory import connect
+from services.common.graph.falkordb_adapter import GraphQueryError
+from services.common.graph.port import Schema
+from services.common.graph.statements import Statement
+
+ECHO_WRITE = Statement("test.echo_write", "MERGE (n:Echo {id: $id}) SET n.value = $value RETURN n.value AS value",
+                       write=True)
+ECHO_READ = Statement("test.echo_read", "MATCH (n:Echo {id: $id}) RETURN n.value AS value, n.id AS id")
+
+TRICKY = [
+    "plain",
+    "quote ' and \" double",
+    "back\\slash \\' escaped-looking \\\\",
+    "}) DETACH DELETE n //",
+    "' OR 1=1 RETURN n //",
+    "unicode: Müller Straße 東京 🚀 \u200b",
+    "newline\nand\ttab\r\n",
+    "$param {not: 'a map'}",
+    "x" * 100_000,
+]
+
+
+@pytest.mark.parametrize("value", TRICKY, ids=range(len(TRICKY)))
+def test_string_parameters_round_trip_unchanged(graph, value):
+    graph.run(ECHO_WRITE, {"id": value, "value": value})
+    rows = graph.run(ECHO_READ, {"id": value})
+    assert rows == [{"value": value, "id": value}]
+
+
+def test_injection_text_does_not_touch_other_nodes(graph):
+    graph.run(ECHO_WRITE, {"id": "victim", "value": "kept"})
+    graph.run(ECHO_WRITE, {"id": "attacker", "value": "'}) MATCH (m) DETACH DELETE m //"})
+    assert graph.run(ECHO_READ, {"id": "victim"}) == [{"value": "kept", "id": "victim"}]
+
+
+def test_numbers_lists_and_maps_round_trip(graph):
+    stmt = Statement("test.echo_values", "RETURN $i AS i, $f AS f, $l AS l, $m AS m, $n AS n")
+    values = {"i": 2**53 + 1, "f": 0.123456789012345, "l": ["a", "b'\\"], "m": {"k": "v\"", "z": [1, 2]}, "n": None}
+    assert graph.run(stmt, values) == [values]
+
+
+def test_schema_setup_is_idempotent_and_enforces_uniqueness(graph):
+    schema = Schema(unique=[("Echo", "id")], indexes=[("Echo", "value")])
+    graph.ensure_schema(schema)
+    graph.ensure_schema(schema)
+    create = Statement("test.create_echo", "CREATE (n:Echo {id: $id}) RETURN n.id AS id", write=True)
+    graph.run(create, {"id": "u1"})
+    from services.common.errors import Aborted
+
+    with pytest.raises(Aborted):
+        graph.run(create, {"id": "u1"})
+
+
+def test_bad_statement_is_a_query_error_not_a_retry(graph):
+    with pytest.raises(GraphQueryError):
+        graph.run(Statement("test.bad", "MATCH (n) RETURN nosuchfunction(n) AS x"), {})
+
+
+def test_stopped_store_is_unavailable_and_recovers(tmp_path):
+    store = EmbeddedFalkorDB(tmp_path / "db", free_port()).start()
+    client = connect(GraphSettings(uri=store.uri, database="recover", max_retries=1, timeout_seconds=1.0))
+    client.run(ECHO_WRITE, {"id": "a", "value": "before"})
+    store.stop()
+    with pytest.raises(Unavailable):
+        client.run(ECHO_READ, {"id": "a"})
+    store.start()
+    assert client.run(ECHO_READ, {"id": "a"}) == [{"value": "before", "id": "a"}]
+    client.close()
+    store.stop()
