@@ -78,22 +78,17 @@ app.kubernetes.io/component: {{ .svc }}
 
 {{/* A NetworkPolicy peer list from a list of {namespaceSelector, podSelector, cidrs} entries. */}}
 {{- define "tessera.peers" -}}
-{{- range . }}
-{{- range (.cidrs | default list) }}
-- ipBlock:
-    cidr: {{ . }}
-{{- end }}
-{{- if or .namespaceSelector .podSelector }}
-- {{- with .namespaceSelector }}
-  namespaceSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with .podSelector }}
-  podSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-{{- end }}
-{{- end }}
+{{- $out := list -}}
+{{- range . -}}
+{{- range (.cidrs | default list) -}}
+{{- $out = append $out (dict "ipBlock" (dict "cidr" .)) -}}
+{{- end -}}
+{{- $peer := dict -}}
+{{- with .namespaceSelector }}{{ $_ := set $peer "namespaceSelector" . }}{{ end -}}
+{{- with .podSelector }}{{ $_ := set $peer "podSelector" . }}{{ end -}}
+{{- if $peer }}{{ $out = append $out $peer }}{{ end -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* Which in-chart services each service calls. */}}
