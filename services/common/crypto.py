@@ -115,6 +115,10 @@ class BlindIndex:
         msg = kind.encode() + b"\x00" + normalized_value.encode("utf-8")
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
+    def account_token(self, source: str, external_id: str) -> str:
+        """The pseudonymous id every service uses for an account (identity's account id)."""
+        return self.token("account", f"{source}\x00{external_id}")[:32]
+
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")

@@ -125,6 +125,17 @@ EVENTS_FOR_SUBJECTS = cypher(
     """,
 )
 
+EVENTS_FOR_PERSONS = cypher(
+    "consent.events_for_persons",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (e:ConsentEvent {person_id: pid})
+    WHERE $purpose_id = '' OR e.purpose_id = $purpose_id
+    RETURN e {.*} AS event
+    ORDER BY e.seq
+    """,
+)
+
 EVENTS_PAGE = cypher(
     "consent.events_page",
     """
@@ -230,6 +241,12 @@ class ConsentStore:
         if not refs:
             return []
         return [r["event"] for r in self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})]
+
+    def events_for_persons(self, person_ids: list[str], purpose_id: str = "") -> list[dict[str, Any]]:
+        if not person_ids:
+            return []
+        rows = self.graph.run(EVENTS_FOR_PERSONS, {"person_ids": person_ids, "purpose_id": purpose_id})
+        return [r["event"] for r in rows]
 
     def events_page(self, after: int, until: int, limit: int) -> list[dict[str, Any]]:
         return [r["event"] for r in self.graph.run(EVENTS_PAGE, {"after": after, "until": until, "limit": limit})]

@@ -106,7 +106,7 @@ class IdentityService:
 
     # ---- ids -------------------------------------------------------------------------------
     def account_id(self, source: str, external_id: str) -> str:
-        return self.blind.token("account", f"{source}\x00{external_id}")[:32]
+        return self.blind.account_token(source, external_id)
 
     def identifier_token(self, kind: str, value: str) -> str:
         return self.blind.token(kind, value)

@@ -1,0 +1,87 @@
+"""Resolves consent subjects through the identity service into a Scope: the subject's own ref and
+every ref of its person (accounts, identifiers, person ids) with the assurance of its link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tessera.identity.v1 import identity_pb2 as ipb
+from tessera.identity.v1 import identity_pb2_grpc
+
+from services.common import clients, protos
+from services.common.crypto import BlindIndex
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.protos import SubjectRef
+from services.consent.service import Scope
+from services.identity.domain.normalize import normalize_account
+
+ASSURANCE = {ipb.LINK_METHOD_NEW_PERSON: "deterministic", ipb.LINK_METHOD_DETERMINISTIC: "deterministic",
+             ipb.LINK_METHOD_PROBABILISTIC: "probabilistic", ipb.LINK_METHOD_MANUAL: "manual"}
+STRENGTH = {"manual": 3, "deterministic": 2, "verified": 2, "probabilistic": 1, "unknown": 0}
+RAW_KEYS = {"email": "emails", "phone": "phones", "login": "logins", "loyalty": "loyalty_cards"}
+
+
+class IdentityScopes:
+    def __init__(self, stub: identity_pb2_grpc.IdentityServiceStub, blind: BlindIndex, *, timeout: float,
+                 default_region: str):
+        self.stub = stub
+        self.blind = blind
+        self.timeout = timeout
+        self.default_region = default_region
+
+    def _call(self, method: Any, request: Any) -> Any:
+        return clients.call(method, request, timeout=self.timeout, caller="tessera-consent", what="identity service")
+
+    def identifier_ref(self, kind: str, value: str) -> str:
+        raw: dict[str, Any] = {"source": "consent", "id": "subject"}
+        if kind == "social":
+            provider, _, handle = value.partition(":")
+            raw["social"] = [{"provider": provider, "handle": handle}]
+        else:
+            raw[RAW_KEYS[kind]] = [value]
+        values = [i.value for i in normalize_account(raw, default_region=self.default_region).identifiers]
+        if not values:
+            raise InvalidArgument.single("subject.identifier.value", f"not a valid {kind}")
+        return f"identifier:{self.blind.token(kind, values[0])}"
+
+    def scope(self, subject: SubjectRef) -> Scope:
+        if subject.person_id:
+            person = self._call(self.stub.GetPerson, ipb.GetPersonRequest(name=f"persons/{subject.person_id}"))
+            return self._person_scope(person, f"person:{subject.person_id}")
+        if subject.account:
+            target = f"account:{self.blind.account_token(*subject.account)}"
+        else:
+            assert subject.identifier
+            target = self.identifier_ref(*subject.identifier)
+        try:
+            person = self._call(self.stub.LookupPerson, ipb.LookupPersonRequest(subject=protos.subject_to_proto(subject)))
+        except (NotFound, FailedPrecondition):
+            # Not linked (yet), or an identifier shared by several persons: the subject stands alone.
+            return Scope(target=target, refs={target: "deterministic"}, person_ids=(), person_id=None)
+        return self._person_scope(person, target)
+
+    def _person_scope(self, person: ipb.Person, target: str) -> Scope:
+        person_id = person.name.removeprefix("persons/")
+        ids = (person_id, *(p.removeprefix("persons/") for p in person.merged_persons))
+        refs: dict[str, str] = {f"person:{pid}": "deterministic" for pid in ids}
+        token = ""
+        while True:
+            page = self._call(self.stub.ListAccounts, ipb.ListAccountsRequest(parent=person.name, page_size=1000,
+                                                                            page_token=token))
+            for acc in page.accounts:
+                level = ASSURANCE.get(acc.link_method, "unknown")
+                _merge(refs, f"account:{self.blind.account_token(acc.ref.source, acc.ref.external_id)}", level)
+                for ident in acc.identifiers:
+                    kind = protos.IDENTIFIER_KINDS.get(ident.kind)
+                    if kind:
+                        _merge(refs, f"identifier:{self.blind.token(kind, ident.value)}", level)
+            token = page.next_page_token
+            if not token:
+                break
+        refs.setdefault(target, "deterministic")
+        return Scope(target=target, refs=refs, person_ids=ids, person_id=person_id)
+
+
+def _merge(refs: dict[str, str], ref: str, level: str) -> None:
+    if STRENGTH.get(level, 0) >= STRENGTH.get(refs.get(ref, "unknown"), 0):
+        refs[ref] = level

@@ -1,0 +1,326 @@
+"""Consent use cases without gRPC types: the purpose registry, recording decisions on the
+hash-chained ledger with signed receipts, identity-aware checks, history and verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from services.common.crypto import BlindIndex, b64, unb64
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from services.common.keystore import SubjectKeys
+from services.common.protos import SubjectRef
+from services.consent.domain import ledger, policy
+from services.consent.domain.purposes import Channel, LawfulBasis, Purpose, requires_fresh_consent, validate
+from services.consent.domain.receipts import Receipt, ReceiptSigner
+from services.consent.store import ConsentStore
+
+log = structlog.get_logger("tessera.consent")
+
+KINDS = {policy.GRANT, policy.DENY, policy.WITHDRAW, policy.OBJECTION, policy.RESTRICTION,
+         policy.RESTRICTION_LIFTED}
+COLLECTION_METHODS = {"web_form", "app", "till", "call_centre", "import", "gpc"}
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+APPEND_ATTEMPTS = 20
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whom a subject resolves to: its own ref, the person's refs with link assurance, and the
+    person ids (current and merged) whose recorded events apply."""
+
+    target: str
+    refs: dict[str, str]
+    person_ids: tuple[str, ...]
+    person_id: str | None
+    fresh: bool = True
+
+
+class IdentityPort(Protocol):
+    def scope(self, subject: SubjectRef) -> Scope: ...
+
+
+@dataclass
+class Provenance:
+    source_system: str
+    collection_method: str
+    notice_version: str
+    notice_sha256: str
+    evidence_ref: str = ""
+    decision_at_ms: int | None = None
+
+    def violations(self, prefix: str = "provenance") -> list[FieldViolation]:
+        out = []
+        if not self.source_system.strip():
+            out.append(FieldViolation(f"{prefix}.source_system", "required"))
+        if self.collection_method not in COLLECTION_METHODS:
+            out.append(FieldViolation(f"{prefix}.collection_method", "required"))
+        if not self.notice_version.strip():
+            out.append(FieldViolation(f"{prefix}.notice_version", "required"))
+        if not SHA256_HEX.match(self.notice_sha256):
+            out.append(FieldViolation(f"{prefix}.notice_sha256", "required: SHA-256 of the notice, 64 hex digits"))
+        return out
+
+
+@dataclass
+class Recorded:
+    event: dict[str, Any]
+    receipt: Receipt
+    subject: SubjectRef | None = None
+    replayed: bool = False
+
+
+@dataclass
+class ScopeCache:
+    """Short-lived cache of subject scopes. Only scopes are cached — events are always read from
+    the ledger — and a cached scope also pulls in events recorded on the person's id, so a
+    withdrawal on an account the cached scope does not know yet still denies at once."""
+
+    ttl_seconds: float = 2.0
+    entries: dict[SubjectRef, tuple[float, Scope]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, subject: SubjectRef) -> Scope | None:
+        with self.lock:
+            hit = self.entries.get(subject)
+        if hit and hit[0] > time.monotonic():
+            s = hit[1]
+            return Scope(s.target, s.refs, s.person_ids, s.person_id, fresh=False)
+        return None
+
+    def put(self, subject: SubjectRef, scope: Scope) -> None:
+        with self.lock:
+            if len(self.entries) > 200_000:
+                self.entries.clear()
+            self.entries[subject] = (time.monotonic() + self.ttl_seconds, scope)
+
+    def forget_persons(self, person_ids: set[str]) -> None:
+        with self.lock:
+            for key in [k for k, (_, s) in self.entries.items() if set(s.person_ids) & person_ids]:
+                del self.entries[key]
+
+
+class ConsentService:
+    def __init__(self, store: ConsentStore, keys: SubjectKeys, blind: BlindIndex, signer: ReceiptSigner,
+                 identity: IdentityPort, *, propagation: frozenset[str] = policy.DEFAULT_PROPAGATION,
+                 clock: Callable[[], int] = now_ms, cache_ttl_seconds: float = 2.0):
+        self.store = store
+        self.keys = keys
+        self.blind = blind
+        self.signer = signer
+        self.identity = identity
+        self.propagation = propagation
+        self.clock = clock
+        self.cache = ScopeCache(cache_ttl_seconds)
+        self._purposes: dict[tuple[str, int], Purpose] = {}
+
+    # ---- purposes ---------------------------------------------------------------------------
+    def install_catalogue(self, purposes: list[Purpose]) -> int:
+        created = 0
+        for p in purposes:
+            created += self.store.create_purpose(p.purpose_id, p.to_fields(), uuid.uuid4().hex, self.clock())
+        return created
+
+    def create_purpose(self, purpose_id: str, display_name: str, description: str, lawful_basis: str | None,
+                       data_categories: list[str], channels: list[str], retention_days: int,
+                       request_id: str) -> Purpose:
+        problems = validate(purpose_id, display_name, lawful_basis, data_categories, channels, retention_days)
+        if problems:
+            raise InvalidArgument([FieldViolation(f, d) for f, d in problems])
+        draft = Purpose(purpose_id, 1, display_name.strip(), description, LawfulBasis(lawful_basis),
+                        frozenset(data_categories), frozenset(Channel(c) for c in channels), retention_days)
+        token = request_id or uuid.uuid4().hex
+        if not self.store.create_purpose(purpose_id, draft.to_fields(), token, self.clock()):
+            existing = self.get_purpose(purpose_id, 1)
+            if request_id and existing.to_fields() == draft.to_fields():
+                return self.get_purpose(purpose_id)
+            raise AlreadyExists(f"purpose {purpose_id!r} exists", reason="PURPOSE_EXISTS",
+                                metadata={"purpose": f"purposes/{purpose_id}"})
+        return self.get_purpose(purpose_id)
+
+    def get_purpose(self, purpose_id: str, version: int = 0) -> Purpose:
+        if version:
+            cached = self._purposes.get((purpose_id, version))
+            if cached:
+                return cached
+        found = self.store.get_purpose(purpose_id, version)
+        if found is None:
+            raise NotFound(f"purpose {purpose_id!r} not found", reason="PURPOSE_NOT_FOUND",
+                           metadata={"purpose": f"purposes/{purpose_id}"})
+        fields, _current = found
+        purpose = Purpose.from_fields(purpose_id, int(fields["version"]), fields)
+        self._purposes[(purpose_id, purpose.version)] = purpose  # versions are immutable
+        return purpose
+
+    def purpose_versions(self, purpose_id: str) -> dict[int, Purpose]:
+        return {int(f["version"]): Purpose.from_fields(purpose_id, int(f["version"]), f)
+                for f in self.store.purpose_versions(purpose_id)}
+
+    def list_purposes(self, after: str, limit: int) -> list[Purpose]:
+        return [Purpose.from_fields(f["purpose_id"], int(f["version"]), f)
+                for f in self.store.list_purposes(after, limit)]
+
+    def update_purpose(self, purpose_id: str, changes: dict[str, Any]) -> Purpose:
+        for _attempt in range(5):
+            current = self.get_purpose(purpose_id)
+            merged = {**current.to_fields(), **changes}
+            problems = validate(purpose_id, merged["display_name"], merged["lawful_basis"],
+                                merged["data_categories"], merged["channels"], int(merged["retention_days"]))
+            if problems:
+                raise InvalidArgument([FieldViolation(f, d) for f, d in problems])
+            new = Purpose.from_fields(purpose_id, current.version + 1, merged)
+            merged["requires_fresh_consent"] = requires_fresh_consent(current, new)
+            if self.store.add_purpose_version(purpose_id, current.version, merged, self.clock()) is not None:
+                return self.get_purpose(purpose_id, current.version + 1)
+        raise Aborted("the purpose changed concurrently; retry", reason="CONCURRENT_UPDATE")
+
+    # ---- recording --------------------------------------------------------------------------
+    def record(self, subject: SubjectRef, purpose_id: str, channel: str | None, kind: str, prov: Provenance,
+               *, expires_at_ms: int | None, purpose_version: int, request_id: str) -> Recorded:
+        violations = prov.violations()
+        if kind not in KINDS:
+            violations.append(FieldViolation("kind", "must be a known decision kind"))
+        if violations:
+            raise InvalidArgument(violations)
+        if request_id:
+            existing = self.store.event_by_request(request_id)
+            if existing is not None:
+                return self._replay(existing, purpose_id, kind)
+        purpose = self.get_purpose(purpose_id)
+        if channel and channel not in {c.value for c in purpose.channels}:
+            raise InvalidArgument.single("channel", f"purpose {purpose_id!r} does not use channel {channel!r}")
+        if purpose_version and not 1 <= purpose_version <= purpose.version:
+            raise InvalidArgument.single("purpose_version", f"purpose has versions 1..{purpose.version}")
+        now = self.clock()
+        if expires_at_ms is not None and expires_at_ms <= now:
+            raise InvalidArgument.single("expire_time", "must be in the future")
+        if expires_at_ms is not None and kind != policy.GRANT:
+            raise InvalidArgument.single("expire_time", "only grants expire")
+        scope = self.identity.scope(subject)
+        payload = None
+        if scope.person_id or scope.target:
+            cipher = self.keys.cipher_for(f"consent:{scope.target}")
+            payload = b64(cipher.encrypt("evidence", json.dumps({"evidence_ref": prov.evidence_ref})))
+        draft = {
+            "event_id": uuid.uuid4().hex, "kind": kind, "subject_ref": scope.target, "person_id": scope.person_id,
+            "purpose_id": purpose_id, "purpose_version": purpose_version or purpose.version, "channel": channel,
+            "recorded_at": now, "effective_at": prov.decision_at_ms or now, "expires_at": expires_at_ms,
+            "source_system": prov.source_system, "collection_method": prov.collection_method,
+            "notice_version": prov.notice_version, "notice_sha256": prov.notice_sha256,
+            "evidence_ref": hashlib.sha256(prov.evidence_ref.encode()).hexdigest() if prov.evidence_ref else None,
+            "request_id": request_id or uuid.uuid4().hex, "payload": payload,
+        }
+        for _attempt in range(APPEND_ATTEMPTS):
+            seq, head = self.store.ledger_head(ledger.GENESIS)
+            event = ledger.seal(draft, seq=seq + 1, prev_hash=head)
+            if self.store.append_event({k: v for k, v in event.items() if v is not None}, seq, head):
+                self.cache.forget_persons(set(scope.person_ids))
+                log.info("consent_recorded", kind=kind, purpose=purpose_id, sequence=event["seq"])
+                return Recorded(event, self._receipt(event), subject)
+            if request_id and (existing := self.store.event_by_request(request_id)) is not None:
+                return self._replay(existing, purpose_id, kind)
+            time.sleep(0.001 * (_attempt + 1))
+        raise Aborted("the ledger is busy; retry", reason="LEDGER_CONTENTION")
+
+    def _replay(self, existing: dict[str, Any], purpose_id: str, kind: str) -> Recorded:
+        if existing.get("purpose_id") != purpose_id or existing.get("kind") != kind:
+            raise FailedPrecondition("request_id was already used for a different decision",
+                                     reason="REQUEST_ID_REUSED")
+        return Recorded(existing, self._receipt(existing), replayed=True)
+
+    def _receipt(self, event: dict[str, Any]) -> Receipt:
+        return self.signer.sign(event["event_id"], int(event["seq"]), event["hash"], int(event["recorded_at"]))
+
+    # ---- checks -----------------------------------------------------------------------------
+    def _scope(self, subject: SubjectRef) -> Scope | None:
+        cached = self.cache.get(subject)
+        if cached is not None:
+            return cached
+        try:
+            scope = self.identity.scope(subject)
+        except NotFound:
+            return None
+        self.cache.put(subject, scope)
+        return scope
+
+    def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None = None
+              ) -> tuple[policy.Decision, str | None]:
+        at = at_ms or self.clock()
+        try:
+            purpose = self.get_purpose(purpose_id)
+        except NotFound:
+            return policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None
+        scope = self._scope(subject)
+        if scope is None:
+            return policy.decide(purpose, {}, [], {}, target=None, channel=channel, at_ms=at), None
+        refs = dict(scope.refs)
+        events = self.store.events_for_subjects(list(refs), purpose_id)
+        if not scope.fresh:
+            # A cached scope may miss an account linked since: apply what was recorded on the
+            # person's id too (restrictive decisions bind; its grants do not propagate).
+            for event in self.store.events_for_persons(list(scope.person_ids), purpose_id):
+                refs.setdefault(event["subject_ref"], "unknown")
+                events.append(event)
+        versions = self.purpose_versions(purpose_id) if purpose.version > 1 else {1: purpose}
+        target = None if scope.target.startswith("person:") else scope.target
+        decision = policy.decide(purpose, versions, events, refs, target=target, channel=channel, at_ms=at,
+                                 propagation=self.propagation)
+        return decision, scope.person_id
+
+    # ---- history & ledger -------------------------------------------------------------------
+    def history(self, subject: SubjectRef, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        scope = self.identity.scope(subject)
+        refs = list(scope.refs)
+        events = {e["seq"]: e for e in self.store.events_for_subjects(refs)}
+        for e in self.store.events_for_persons(list(scope.person_ids), ""):
+            events.setdefault(e["seq"], e)
+        ordered = [events[k] for k in sorted(events) if k > after_seq]
+        return ordered[:limit]
+
+    def verify(self, page: int = 5000) -> ledger.Verification:
+        head_seq, head_hash = self.store.ledger_head(ledger.GENESIS)
+        return ledger.verify_chain(self._iterate(head_seq, page), head=(head_seq, head_hash))
+
+    def _iterate(self, until: int, page: int) -> Iterator[dict[str, Any]]:
+        after = 0
+        while True:
+            rows = self.store.events_page(after, until + 1_000_000, page)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = int(rows[-1]["seq"])
+
+    def shred(self, refs: list[str]) -> int:
+        """Erasure: destroy the subjects' keys and drop their encrypted payloads; the chain stays valid."""
+        self.keys.destroy([f"consent:{r}" for r in refs])
+        return self.store.shred_events(refs)
+
+
+def decode_payload(keys: SubjectKeys, event: dict[str, Any]) -> dict[str, Any] | None:
+    if not event.get("payload"):
+        return None
+    try:
+        return json.loads(keys.existing_cipher(f"consent:{event['subject_ref']}").decrypt(
+            "evidence", unb64(event["payload"])))
+    except NotFound:
+        return None
