@@ -185,7 +185,6 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             violations.extend(prov_violations)
         if violations:
             raise InvalidArgument(violations)
-        assert subject is not None and purpose_id is not None
         rec = self.service.record(subject, purpose_id, ch, kind, provenance_of(prov),
                                   expires_at_ms=expire, purpose_version=version, request_id=request_id)
         if rec.subject is None:
@@ -251,8 +250,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def VerifyLedger(self, request: pb.VerifyLedgerRequest, context: grpc.ServicerContext
                      ) -> pb.VerifyLedgerResponse:
         v = self.service.verify()
-        return pb.VerifyLedgerResponse(valid=v.valid, checked_events=v.checked, first_invalid_sequence=v.first_invalid_seq,
-                                       reason=v.reason, head_hash=v.head_hash)
+        return pb.VerifyLedgerResponse(valid=v.valid, checked_events=v.checked,
+                                       first_invalid_sequence=v.first_invalid_seq, reason=v.reason,
+                                       head_hash=v.head_hash)
 
     def GetReceiptKey(self, request: pb.GetReceiptKeyRequest, context: grpc.ServicerContext) -> pb.ReceiptKey:
         return pb.ReceiptKey(key_id=self.service.signer.key_id, public_key_pem=self.service.signer.public_key_pem())

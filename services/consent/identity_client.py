@@ -54,7 +54,8 @@ class IdentityScopes:
             assert subject.identifier
             target = self.identifier_ref(*subject.identifier)
         try:
-            person = self._call(self.stub.LookupPerson, ipb.LookupPersonRequest(subject=protos.subject_to_proto(subject)))
+            request = ipb.LookupPersonRequest(subject=protos.subject_to_proto(subject))
+            person = self._call(self.stub.LookupPerson, request)
         except (NotFound, FailedPrecondition):
             # Not linked (yet), or an identifier shared by several persons: the subject stands alone.
             return Scope(target=target, refs={target: "deterministic"}, person_ids=(), person_id=None)
@@ -85,3 +86,31 @@ class IdentityScopes:
 def _merge(refs: dict[str, str], ref: str, level: str) -> None:
     if STRENGTH.get(level, 0) >= STRENGTH.get(refs.get(ref, "unknown"), 0):
         refs[ref] = level
+
+
+def follow_person_changes(stub: identity_pb2_grpc.IdentityServiceStub, on_change: Any, stop: Any) -> None:
+    """Invalidates cached scopes as identity merges, splits and erases persons. Reconnects after
+    errors, resuming after the last change seen; runs until `stop` is set."""
+    import time
+
+    import grpc
+    import structlog
+
+    log = structlog.get_logger("tessera.consent")
+    after = 0
+    while not stop.is_set():
+        try:
+            stream = stub.WatchPersonChanges(ipb.WatchPersonChangesRequest(after_sequence=after),
+                                             metadata=[("x-tessera-caller", "tessera-consent")])
+            for change in stream:
+                after = change.sequence
+                on_change({change.person.removeprefix("persons/"),
+                           *(p.removeprefix("persons/") for p in change.related_persons)})
+                if stop.is_set():
+                    stream.cancel()
+                    return
+        except grpc.RpcError as exc:
+            if stop.is_set():
+                return
+            log.warning("person_changes_reconnect", grpc_code=exc.code().name)
+            time.sleep(1.0)

@@ -206,7 +206,10 @@ class ConsentService:
             existing = self.store.event_by_request(request_id)
             if existing is not None:
                 return self._replay(existing, purpose_id, kind)
-        purpose = self.get_purpose(purpose_id)
+        try:
+            purpose = self.get_purpose(purpose_id)
+        except NotFound as exc:
+            raise InvalidArgument.single("purpose", f"unknown purpose {purpose_id!r}") from exc
         if channel and channel not in {c.value for c in purpose.channels}:
             raise InvalidArgument.single("channel", f"purpose {purpose_id!r} does not use channel {channel!r}")
         if purpose_version and not 1 <= purpose_version <= purpose.version:

@@ -48,9 +48,15 @@ def _covers(event_channel: str | None, channel: str | None) -> bool:
     return not event_channel or event_channel == channel
 
 
+def _when(event: Mapping[str, Any]) -> tuple[int, int]:
+    """Decisions are ordered by when the person made them, then by ledger order (an imported
+    older decision never overrides a newer one)."""
+    return int(event.get("effective_at") or event.get("recorded_at") or 0), int(event["seq"])
+
+
 def _latest(events: list[Mapping[str, Any]], kinds: set[str]) -> Mapping[str, Any] | None:
     chosen = [e for e in events if e["kind"] in kinds]
-    return max(chosen, key=lambda e: e["seq"]) if chosen else None
+    return max(chosen, key=_when) if chosen else None
 
 
 def decide(
@@ -109,14 +115,14 @@ def decide(
         return Decision(False, "no_consent_recorded", basis, None, version)
     live = [g for g in grants if not g.get("expires_at") or int(g["expires_at"]) > at_ms]
     if not live:
-        newest = max(grants, key=lambda g: g["seq"])
+        newest = max(grants, key=_when)
         return Decision(False, "expired", basis, newest["event_id"], version, int(newest["expires_at"]))
     current = [g for g in live if not _needs_fresh_consent(int(g.get("purpose_version") or version), version,
                                                             versions)]
     if not current:
-        newest = max(live, key=lambda g: g["seq"])
+        newest = max(live, key=_when)
         return Decision(False, "purpose_changed_fresh_consent_required", basis, newest["event_id"], version)
-    best = max(current, key=lambda g: g["seq"])
+    best = max(current, key=_when)
     expires = int(best["expires_at"]) if best.get("expires_at") else None
     return Decision(True, "consent_granted", basis, best["event_id"], version, expires)
 

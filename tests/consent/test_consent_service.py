@@ -1,0 +1,224 @@
+"""Consent through real gRPC servers (identity + consent, two consent replicas) on a real FalkorDB."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from tessera.consent.v1 import consent_pb2 as cpb
+from tessera.consent.v1 import consent_pb2_grpc
+from tessera.identity.v1 import identity_pb2 as ipb
+from tessera.identity.v1 import identity_pb2_grpc
+from tessera.type.v1 import subject_pb2
+
+from services.common.graph.statements import Statement
+from services.consent.domain.receipts import Receipt, verify_receipt
+from tests.conftest import Stack
+from tests.helpers import error_details
+
+NOTICE = "Wir senden Ihnen unseren Newsletter. Widerruf jederzeit möglich."
+PROV = cpb.Provenance(source_system="webshop", collection_method=cpb.COLLECTION_METHOD_WEB_FORM,
+                      notice_version="2026-01", notice_sha256=hashlib.sha256(NOTICE.encode()).hexdigest(),
+                      evidence_ref="form-4711")
+NEWS = "purposes/newsletter-email"
+
+
+def acct(source: str, ext: str) -> subject_pb2.Subject:
+    return subject_pb2.Subject(account=subject_pb2.AccountRef(source=source, external_id=ext))
+
+
+@pytest.fixture
+def stack(stack_factory) -> Stack:
+    return stack_factory("identity", "consent")
+
+
+@pytest.fixture
+def identity(stack):
+    return identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+
+
+@pytest.fixture
+def consent(stack):
+    return consent_pb2_grpc.ConsentServiceStub(stack.channel("consent"))
+
+
+def link(identity, source, ext, email=None, given="Anna", birth="1990-01-01"):
+    acc = ipb.AccountInput(ref=subject_pb2.AccountRef(source=source, external_id=ext))
+    acc.attributes.given_name = given
+    acc.attributes.birth_date = birth
+    if email:
+        acc.identifiers.add(kind=subject_pb2.IDENTIFIER_KIND_EMAIL, value=email)
+    return identity.LinkAccount(ipb.LinkAccountRequest(account=acc))
+
+
+def grant(consent, subject, purpose=NEWS, channel=cpb.CHANNEL_UNSPECIFIED, **kw):
+    return consent.RecordConsent(cpb.RecordConsentRequest(subject=subject, purpose=purpose, channel=channel,
+                                                          kind=cpb.DECISION_KIND_GRANT, provenance=PROV, **kw))
+
+
+def check(consent, subject, purpose=NEWS, channel=cpb.CHANNEL_UNSPECIFIED):
+    return consent.CheckConsent(cpb.CheckConsentRequest(subject=subject, purpose=purpose, channel=channel))
+
+
+def test_default_catalogue_is_installed(consent):
+    names = {p.name for p in consent.ListPurposes(cpb.ListPurposesRequest(page_size=100)).purposes}
+    assert {NEWS, "purposes/order-fulfilment", "purposes/tax-records"} <= names
+
+
+def test_grant_then_withdraw_is_visible_at_once_on_another_replica(stack, identity, consent):
+    link(identity, "webshop", "A1", "anna@example.org")
+    replica = Stack(stack.home, stack.graph_uri, stack.graph_name)
+    replica.ports["identity"] = stack.ports["identity"]
+    replica.start("consent")
+    try:
+        other = consent_pb2_grpc.ConsentServiceStub(replica.channel("consent"))
+        assert not check(other, acct("webshop", "A1")).allowed
+        record = grant(consent, acct("webshop", "A1"))
+        result = check(other, acct("webshop", "A1"), channel=cpb.CHANNEL_EMAIL)
+        assert result.allowed
+        assert result.deciding_record == record.name
+        consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "A1"), purpose=NEWS,
+                                                           provenance=PROV))
+        denied = check(other, acct("webshop", "A1"), channel=cpb.CHANNEL_EMAIL)
+        assert (denied.allowed, denied.reason) == (False, "withdrawn")
+    finally:
+        replica.stop()
+
+
+def test_check_by_identifier_and_person_and_unknown_subjects(identity, consent):
+    person = link(identity, "newsletter", "N1", "Carla.X@Example.org").person
+    grant(consent, acct("newsletter", "N1"))
+    by_email = subject_pb2.Subject(identifier=subject_pb2.Identifier(kind=subject_pb2.IDENTIFIER_KIND_EMAIL,
+                                                                     value="carla.x@example.org"))
+    assert check(consent, by_email).allowed
+    assert check(consent, subject_pb2.Subject(person=person.name)).allowed
+    unknown = check(consent, acct("webshop", "nobody"))
+    assert (unknown.allowed, unknown.reason) == (False, "no_consent_recorded")
+    missing_purpose = check(consent, acct("newsletter", "N1"), purpose="purposes/no-such-purpose")
+    assert (missing_purpose.allowed, missing_purpose.reason) == (False, "unknown_purpose")
+
+
+def test_lawful_basis_other_than_consent(identity, consent):
+    link(identity, "webshop", "C1")
+    result = check(consent, acct("webshop", "C1"), purpose="purposes/order-fulfilment")
+    assert (result.allowed, result.reason, result.lawful_basis) == (True, "lawful_basis:contract",
+                                                                    cpb.LAWFUL_BASIS_CONTRACT)
+    consent.RecordConsent(cpb.RecordConsentRequest(subject=acct("webshop", "C1"), purpose="purposes/fraud-prevention",
+                                                   kind=cpb.DECISION_KIND_OBJECTION, provenance=PROV))
+    assert check(consent, acct("webshop", "C1"), purpose="purposes/fraud-prevention").reason == "objection"
+
+
+def test_expiry(identity, consent):
+    link(identity, "app", "E1")
+    soon = timestamp_pb2.Timestamp()
+    soon.GetCurrentTime()
+    soon.seconds += 3600
+    grant(consent, acct("app", "E1"), expire_time=soon)
+    result = check(consent, acct("app", "E1"))
+    assert result.allowed
+    assert result.expire_time.seconds == soon.seconds
+    later = cpb.CheckConsentRequest(subject=acct("app", "E1"), purpose=NEWS,
+                                    read_time=timestamp_pb2.Timestamp(seconds=soon.seconds + 1))
+    assert consent.CheckConsent(later).reason == "expired"
+
+
+def test_merge_spreads_a_withdrawal_and_split_gives_each_part_its_own(identity, consent):
+    a = link(identity, "webshop", "M1", given="Berta").person
+    b = link(identity, "loyalty", "M2", given="Berta").person
+    assert a.name != b.name
+    grant(consent, acct("webshop", "M1"))
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("loyalty", "M2"), purpose=NEWS, provenance=PROV))
+    assert check(consent, acct("webshop", "M1")).allowed
+    merged = identity.MergePersons(ipb.MergePersonsRequest(names=[a.name, b.name], reason="same customer"))
+    # Cached scopes follow identity's change stream: the merge reaches the check within moments.
+    _eventually(lambda: check(consent, acct("webshop", "M1")).reason == "withdrawn")
+    identity.SplitPerson(ipb.SplitPersonRequest(name=merged.name, accounts=[subject_pb2.AccountRef(
+        source="loyalty", external_id="M2")], reason="not the same"))
+    _eventually(lambda: check(consent, acct("webshop", "M1")).allowed)
+    assert check(consent, acct("loyalty", "M2")).reason == "withdrawn"
+
+
+def _eventually(condition, timeout: float = 3.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_receipts_verify_with_the_published_key(identity, consent):
+    link(identity, "webshop", "R1")
+    record = grant(consent, acct("webshop", "R1"))
+    key = consent.GetReceiptKey(cpb.GetReceiptKeyRequest())
+    r = record.receipt
+    receipt = Receipt(r.event_id, r.sequence, r.event_hash, r.sign_time.ToMilliseconds(), r.key_id, r.signature)
+    assert verify_receipt(receipt, key.public_key_pem)
+    assert not verify_receipt(Receipt(r.event_id, r.sequence + 1, r.event_hash, r.sign_time.ToMilliseconds(),
+                                      r.key_id, r.signature), key.public_key_pem)
+
+
+def test_idempotent_on_request_id(identity, consent):
+    link(identity, "webshop", "I1")
+    first = grant(consent, acct("webshop", "I1"), request_id="req-1")
+    again = grant(consent, acct("webshop", "I1"), request_id="req-1")
+    assert first.name == again.name and first.sequence == again.sequence
+    assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 1
+
+
+def test_bad_input_is_rejected_with_field_violations_and_nothing_stored(identity, consent):
+    link(identity, "webshop", "B1")
+    cases = [
+        (cpb.RecordConsentRequest(subject=acct("webshop", "B1"), purpose="purposes/no-such", provenance=PROV,
+                                  kind=cpb.DECISION_KIND_GRANT), {"purpose"}),
+        (cpb.RecordConsentRequest(subject=acct("webshop", "B1"), purpose=NEWS, channel=cpb.CHANNEL_PUSH,
+                                  provenance=PROV, kind=cpb.DECISION_KIND_GRANT), {"channel"}),
+        (cpb.RecordConsentRequest(subject=acct("webshop", "B1"), purpose=NEWS, kind=cpb.DECISION_KIND_GRANT),
+         {"provenance"}),
+        (cpb.RecordConsentRequest(subject=acct("", ""), purpose="bad", channel=99, kind=cpb.DECISION_KIND_GRANT,
+                                  provenance=cpb.Provenance(source_system="x")),
+         {"subject.account.source", "subject.account.external_id", "purpose", "channel",
+          "provenance.collection_method", "provenance.notice_version", "provenance.notice_sha256"}),
+    ]
+    for request, fields in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            consent.RecordConsent(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(error_details(err.value)[1]) == fields
+    assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 0
+
+
+def test_history_spans_all_accounts_of_the_person(identity, consent):
+    link(identity, "webshop", "H1", "hanna@example.org")
+    link(identity, "app", "H2", "hanna@example.org")
+    grant(consent, acct("webshop", "H1"))
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("app", "H2"), purpose=NEWS, provenance=PROV))
+    page1 = consent.ListConsentRecords(cpb.ListConsentRecordsRequest(subject=acct("webshop", "H1"), page_size=1))
+    page2 = consent.ListConsentRecords(cpb.ListConsentRecordsRequest(subject=acct("webshop", "H1"), page_size=1,
+                                                                     page_token=page1.next_page_token))
+    kinds = [r.kind for r in [*page1.consent_records, *page2.consent_records]]
+    assert kinds == [cpb.DECISION_KIND_GRANT, cpb.DECISION_KIND_WITHDRAW]
+    assert page1.consent_records[0].provenance.notice_sha256 == PROV.notice_sha256
+    assert not page2.next_page_token
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "reorder"])
+def test_tampered_ledger_is_detected(stack, identity, consent, tamper):
+    link(identity, "webshop", "T1")
+    for _ in range(3):
+        grant(consent, acct("webshop", "T1"))
+    assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).valid
+    graph = stack.runtimes["consent"].graph
+    statements = {
+        "edit": "MATCH (e:ConsentEvent {seq: 2}) SET e.kind = 'deny' RETURN e.seq AS seq",
+        "delete": "MATCH (e:ConsentEvent {seq: 2}) DELETE e RETURN 1 AS done",
+        "reorder": "MATCH (a:ConsentEvent {seq: 1}) SET a.seq = -1 WITH a "
+                   "MATCH (b:ConsentEvent {seq: 2}) SET b.seq = 1 WITH a SET a.seq = 2 RETURN 1 AS done",
+    }
+    graph.run(Statement(f"test.tamper_{tamper}", statements[tamper], write=True), {})
+    result = consent.VerifyLedger(cpb.VerifyLedgerRequest())
+    assert not result.valid
+    assert result.first_invalid_sequence in (1, 2)
+    assert result.reason
