@@ -89,9 +89,8 @@ def account_to_proto(view: AccountView) -> pb.Account:
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
-    def __init__(self, service: IdentityService, trainer: Any = None):
+    def __init__(self, service: IdentityService):
         self.service = service
-        self.trainer = trainer
 
     def _link_response(self, outcome: LinkOutcome) -> pb.LinkAccountResponse:
         return pb.LinkAccountResponse(
@@ -241,15 +240,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 create_time=protos.timestamp(row["at"]))
 
     def TrainModel(self, request: pb.TrainModelRequest, context: grpc.ServicerContext) -> pb.Model:
-        if self.trainer is None:
-            from services.common.unimplemented import not_yet
-
-            raise not_yet("TrainModel", "model training arrives with the probabilistic linking issue")
-        return self.trainer.train(request.seed)
+        model, _merged = self.service.train_model(request.seed)
+        return self._model(model)
 
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.Model:
-        if self.trainer is None:
-            from services.common.unimplemented import not_yet
+        return self._model(self.service.current_model())
 
-            raise not_yet("GetModel", "model training arrives with the probabilistic linking issue")
-        return self.trainer.current()
+    def _model(self, model: Any) -> pb.Model:
+        return pb.Model(version=model.version, train_time=protos.timestamp(model.trained_at_ms),
+                        training_records=model.training_records, link_threshold=self.service.thresholds.link,
+                        review_threshold=self.service.thresholds.review)

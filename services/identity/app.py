@@ -30,11 +30,15 @@ def build_identity(runtime: Runtime) -> IdentityService:
 
 def build_service(runtime: Runtime) -> ServiceSpec:
     service = build_identity(runtime)
-    gate = SchemaGate(runtime.graph, SCHEMA, keystore.SCHEMA)
+    schema = SchemaGate(runtime.graph, SCHEMA, keystore.SCHEMA)
+
+    def ready() -> None:
+        schema.check()
+        service.refresh_model()  # picks up a model trained by another replica
 
     def register(server: grpc.Server) -> None:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(service), server)
 
     return ServiceSpec(name="identity", full_name=FULL_NAME, register=register,
-                       readiness_check=gate.check, close=runtime.close)
+                       readiness_check=ready, close=runtime.close)
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -23,6 +23,7 @@ from services.common.errors import FailedPrecondition, FieldViolation, InvalidAr
 from services.common.keystore import SubjectKeys
 from services.identity.domain import guards
 from services.identity.domain.blocking import block_keys
+from services.identity.domain.model import RealtimeScorer, TrainedModel, TrainingFailed, predict_and_cluster, train
 from services.identity.domain.normalize import (
     InvalidAccount,
     NormalizedAccount,
@@ -41,12 +42,6 @@ METHOD_MANUAL = "manual"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class PairScorer(Protocol):
-    version: str
-
-    def score(self, a: dict[str, Any], b: dict[str, Any]) -> Any: ...
 
 
 @dataclass
@@ -93,7 +88,7 @@ class Thresholds:
 class IdentityService:
     def __init__(self, store: IdentityStore, keys: SubjectKeys, blind: BlindIndex, *, default_region: str,
                  thresholds: Thresholds, max_persons_per_identifier: int, kind_limits: dict[str, int],
-                 candidate_limit: int = 200, scorer: PairScorer | None = None):
+                 candidate_limit: int = 200, scorer: RealtimeScorer | None = None):
         self.store = store
         self.keys = keys
         self.blind = blind
@@ -427,6 +422,96 @@ class IdentityService:
 
     def review_items(self, after: str, limit: int) -> list[dict[str, Any]]:
         return review_rows_to_refs(self, self.store.list_review(after, limit))
+
+    # ---- model ------------------------------------------------------------------------------
+    def refresh_model(self) -> None:
+        """Loads the current model when another replica (or a training run) replaced it."""
+        version = self.store.current_model_version()
+        if version and version != getattr(self.scorer, "version", None):
+            found = self.store.current_model()
+            if found:
+                self.scorer = RealtimeScorer(TrainedModel.from_json(found[1]))
+                log.info("model_loaded", model_version=found[0])
+
+    def current_model(self) -> TrainedModel:
+        self.refresh_model()
+        if self.scorer is None:
+            raise NotFound("no model has been trained yet; run `tessera identity train`", reason="NO_MODEL")
+        return self.scorer.model
+
+    def _all_records(self, page: int = 5000) -> Iterator[dict[str, Any]]:
+        after = ""
+        while True:
+            rows = self.store.accounts_page(after, page)
+            for row in rows:
+                rec = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
+                if rec:
+                    yield {"account_id": row["account_id"], "person_id": row["person_id"],
+                           "person_created_at": int(row["person_created_at"] or 0), "match": rec["match"]}
+            if len(rows) < page:
+                return
+            after = rows[-1]["account_id"]
+
+    def train_model(self, seed: int = 0) -> tuple[TrainedModel, int]:
+        """Trains on every account in the graph, makes the model current, then re-links the whole
+        graph with Splink's predict and clustering. Returns the model and the persons merged."""
+        rows = list(self._all_records())
+        try:
+            model = train([r["match"] for r in rows], seed=seed or 42)
+        except TrainingFailed as exc:
+            raise FailedPrecondition(str(exc), reason="TRAINING_FAILED") from exc
+        self.store.put_model(model.version, model.to_json(), model.trained_at_ms, model.training_records)
+        self.scorer = RealtimeScorer(model)
+        merged = self.relink(model, rows)
+        log.info("model_trained", model_version=model.version, records=len(rows), count=merged)
+        return model, merged
+
+    def relink(self, model: TrainedModel, rows: list[dict[str, Any]]) -> int:
+        """Bulk linking: Splink scores all blocked pairs and clusters them; persons inside one
+        cluster merge into the oldest, under the same guards and manual decisions as real time.
+        Grey-zone pairs across persons go to the review queue."""
+        if not rows:
+            return 0
+        pairs, clusters = predict_and_cluster(model, [r["match"] for r in rows], threshold=self.thresholds.link)
+        by_account = {r["account_id"]: r for r in rows}
+        review = []
+        for pair in pairs.itertuples():
+            a, b = by_account.get(pair.unique_id_l), by_account.get(pair.unique_id_r)
+            if a and b and a["person_id"] != b["person_id"] and \
+                    self.thresholds.review <= pair.match_probability < self.thresholds.link:
+                review.append({"id": _pair_id(a["account_id"], b["account_id"]),
+                               "a": min(a["account_id"], b["account_id"]), "b": max(a["account_id"], b["account_id"]),
+                               "probability": float(pair.match_probability)})
+        now = now_ms()
+        for start in range(0, len(review), 1000):
+            self.store.put_review(review[start:start + 1000], now)
+        groups: dict[str, dict[str, guards.Candidate]] = {}
+        for account_id, cluster in clusters.items():
+            row = by_account.get(account_id)
+            if row is None:
+                continue
+            persons = groups.setdefault(cluster, {})
+            cand = persons.setdefault(row["person_id"], guards.Candidate(
+                person_id=row["person_id"], created_at=row["person_created_at"], method=METHOD_PROBABILISTIC))
+            cand.traits.append(guards.Traits.of(row["match"]))
+        merged = 0
+        for persons in groups.values():
+            if len(persons) < 2:
+                continue
+            ordered = sorted(persons.values(), key=lambda c: (c.created_at, c.person_id))
+            counts = self.store.person_identifier_counts([c.person_id for c in ordered])
+            for c in ordered:
+                c.identifier_counts = counts.get(c.person_id, {})
+            cannot = set(self.store.cannot_link_between_persons([c.person_id for c in ordered]))
+            selection = guards.select_persons(guards.Traits(), {}, ordered[1:], cannot_link=set(),
+                                              cannot_link_pairs=cannot, kind_limits=self.kind_limits,
+                                              current_person=ordered[0])
+            others = [c.person_id for c in selection.chosen[1:]]
+            if others:
+                self.store.merge_persons(ordered[0].person_id, others, now, reason="bulk_link",
+                                         method=METHOD_PROBABILISTIC)
+                merged += len(others)
+        return merged
 
     # ---- changes & erasure -----------------------------------------------------------------
     def changes(self, after: int, poll_seconds: float, is_active: Any) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ from services.common.graph.statements import cypher
 SCHEMA = Schema(
     unique=[("Person", "id"), ("Account", "id"), ("Identifier", "token"), ("BlockKey", "token"),
             ("PersonChange", "seq"), ("Decision", "id"), ("ReviewPair", "id"), ("Suppression", "token"),
-            ("Counter", "name"), ("IdempotencyRecord", "key")],
+            ("Counter", "name"), ("IdempotencyRecord", "key"), ("Model", "version")],
     indexes=[("Person", "merged_into"), ("Account", "source"), ("Decision", "a"), ("Decision", "b")],
 )
 
@@ -339,6 +339,48 @@ DELETE_ORPHANS = cypher(
     write=True,
 )
 
+ACCOUNTS_PAGE = cypher(
+    "identity.accounts_page",
+    """
+    MATCH (a:Account)-[:BELONGS_TO]->(p:Person)
+    WHERE a.id > $after
+    WITH a, p
+    ORDER BY a.id
+    LIMIT $limit
+    OPTIONAL MATCH (key:SubjectKey {subject: 'account:' + a.id})
+    RETURN a.id AS account_id, a.attrs AS attrs, key.wrapped AS wrapped_key, p.id AS person_id,
+           p.created_at AS person_created_at
+    ORDER BY a.id
+    """,
+)
+
+PUT_MODEL = cypher(
+    "identity.put_model",
+    """
+    MERGE (m:Model {version: $version})
+    ON CREATE SET m.body = $body, m.trained_at = $trained_at, m.training_records = $training_records
+    WITH m
+    MERGE (c:Counter {name: 'current_model'})
+    SET c.version = m.version, c.value = coalesce(c.value, 0) + 1
+    RETURN m.version AS version
+    """,
+    write=True,
+)
+
+CURRENT_MODEL = cypher(
+    "identity.current_model",
+    """
+    MATCH (c:Counter {name: 'current_model'})
+    MATCH (m:Model {version: c.version})
+    RETURN m.version AS version, m.body AS body
+    """,
+)
+
+CURRENT_MODEL_VERSION = cypher(
+    "identity.current_model_version",
+    "MATCH (c:Counter {name: 'current_model'}) RETURN c.version AS version",
+)
+
 SUPPRESSED = cypher(
     "identity.suppressed",
     "UNWIND $tokens AS token MATCH (s:Suppression {token: token}) RETURN s.token AS token",
@@ -448,6 +490,21 @@ class IdentityStore:
     def delete_person(self, person_id: str, now: int) -> dict[str, Any] | None:
         rows = self.graph.run(DELETE_PERSON, {"person_id": person_id, "now": now})
         return rows[0] if rows else None
+
+    def accounts_page(self, after: str, limit: int) -> list[dict[str, Any]]:
+        return self.graph.run(ACCOUNTS_PAGE, {"after": after, "limit": limit})
+
+    def put_model(self, version: str, body: str, trained_at: int, training_records: int) -> None:
+        self.graph.run(PUT_MODEL, {"version": version, "body": body, "trained_at": trained_at,
+                                   "training_records": training_records})
+
+    def current_model(self) -> tuple[str, str] | None:
+        rows = self.graph.run(CURRENT_MODEL, {})
+        return (rows[0]["version"], rows[0]["body"]) if rows else None
+
+    def current_model_version(self) -> str | None:
+        rows = self.graph.run(CURRENT_MODEL_VERSION, {})
+        return rows[0]["version"] if rows else None
 
     def delete_orphans(self, tokens: list[str]) -> None:
         if tokens:

@@ -1,0 +1,214 @@
+"""Training, persisting and applying the Splink model.
+
+Training runs Splink 5 (DuckDB) without labels: the prior from deterministic rules, u by random
+sampling, m by EM in sessions blocked on names/birth date/postcode. A run happens in a fresh
+linker and must pass validation before it is returned, so a failed run never leaves a
+half-trained model in use. The trained parameters are compiled into `RealtimeScorer`, which
+scores one pair in-process (no DuckDB) exactly as Splink does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from services.identity.domain.model_settings import (
+    COMPARISONS,
+    EM_BLOCKING,
+    PRIOR_RULES,
+    ComparisonSpec,
+    Record,
+    prepare,
+    splink_settings,
+)
+
+MIN_TRAINING_RECORDS = 200
+
+
+class TrainingFailed(RuntimeError):
+    """Training could not produce a usable model; the current model stays in use."""
+
+
+@dataclass
+class TrainedModel:
+    settings: dict[str, Any]  # Splink's saved model
+    tf_tables: dict[str, dict[str, float]]  # column -> value -> relative frequency
+    trained_at_ms: int
+    training_records: int
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.version:
+            body = json.dumps({"s": self.settings, "tf": self.tf_tables}, sort_keys=True).encode()
+            self.version = hashlib.sha256(body).hexdigest()[:12]
+
+    def to_json(self) -> str:
+        return json.dumps({"version": self.version, "settings": self.settings, "tf_tables": self.tf_tables,
+                           "trained_at_ms": self.trained_at_ms, "training_records": self.training_records})
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainedModel:
+        data = json.loads(text)
+        return cls(settings=data["settings"], tf_tables=data["tf_tables"], trained_at_ms=data["trained_at_ms"],
+                   training_records=data["training_records"], version=data["version"])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainedModel:
+        return cls.from_json(path.read_text())
+
+
+def _frame(records: Sequence[Record]) -> pd.DataFrame:
+    return pd.DataFrame([prepare(r) for r in records])
+
+
+def _linker(frame: pd.DataFrame, settings: dict[str, Any]) -> Any:
+    from splink import DuckDBAPI, Linker
+
+    db = DuckDBAPI()
+    return Linker(db.register(frame, dataset_display_name="accounts"), settings, log_level=logging.WARNING)
+
+
+def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
+    if len(records) < MIN_TRAINING_RECORDS:
+        raise TrainingFailed(f"need at least {MIN_TRAINING_RECORDS} accounts to train, got {len(records)}")
+    from splink import block_on
+
+    frame = _frame(records)
+    try:
+        linker = _linker(frame, splink_settings())
+        linker.training.estimate_probability_two_random_records_match(
+            [block_on(*cols) for cols in PRIOR_RULES], recall=0.8)
+        linker.training.estimate_u_using_random_sampling(max_pairs=min(5e6, max(1e5, len(records) * 20)),
+                                                         seed=seed)
+        share = min(1.0, 300_000 / len(records))
+        for cols in EM_BLOCKING:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on(*cols), record_sample_proportion=share)
+        saved = linker.misc.save_model_to_json()
+        tf = linker.table_management.compute_tf_table("family_name").as_pandas_dataframe()
+    except Exception as exc:  # Splink raises many types; none may leave a model behind
+        raise TrainingFailed(f"training failed: {type(exc).__name__}") from exc
+    tf_table = {str(v): float(f) for v, f in zip(tf["family_name"], tf["tf_family_name"], strict=True)
+                if v is not None}
+    model = TrainedModel(saved, {"family_name": tf_table}, int(time.time() * 1000), len(records))
+    validate(model)
+    return model
+
+
+def validate(model: TrainedModel) -> None:
+    prior = model.settings.get("probability_two_random_records_match")
+    if not isinstance(prior, float) or not 0 < prior < 1:
+        raise TrainingFailed("the prior is not a probability")
+    for comparison in model.settings["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            if level.get("is_null_level"):
+                continue
+            for key in ("m_probability", "u_probability"):
+                value = level.get(key)
+                if not isinstance(value, float) or not 0 < value < 1 or math.isnan(value):
+                    raise TrainingFailed(f"{comparison['output_column_name']}: {level['label_for_charts']} "
+                                         f"has no usable {key}")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    comparison: str
+    level: str
+    match_weight: float
+    tf_adjustment: float = 0.0
+
+
+@dataclass(frozen=True)
+class Score:
+    match_weight: float
+    match_probability: float
+    prior_match_weight: float
+    contributions: tuple[Contribution, ...] = field(default_factory=tuple)
+    gammas: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _CompiledLevel:
+    label: str
+    gamma: int
+    log2_bf: float
+    tf_column: str | None
+    tf_weight: float
+    u: float
+
+
+class RealtimeScorer:
+    """Scores one pair with the trained parameters, in-process, as Splink would."""
+
+    def __init__(self, model: TrainedModel):
+        self.version = model.version
+        self.model = model
+        prior = model.settings["probability_two_random_records_match"]
+        self.prior_weight = math.log2(prior / (1 - prior))
+        self._tf = model.tf_tables
+        self._compiled: list[tuple[ComparisonSpec, list[_CompiledLevel]]] = []
+        by_name = {c["output_column_name"]: c for c in model.settings["comparisons"]}
+        for spec in COMPARISONS:
+            levels = [lv for lv in by_name[spec.name]["comparison_levels"] if not lv.get("is_null_level")]
+            compiled = []
+            n = len(levels)
+            for i, lv in enumerate(levels):
+                m, u = lv["m_probability"], lv["u_probability"]
+                compiled.append(_CompiledLevel(lv["label_for_charts"], n - 1 - i, math.log2(m / u),
+                                               lv.get("tf_adjustment_column"),
+                                               float(lv.get("tf_adjustment_weight") or 0.0), u))
+            self._compiled.append((spec, compiled))
+
+    def score(self, left: Record, right: Record) -> Score:
+        a, b = prepare(left), prepare(right)
+        total = self.prior_weight
+        contributions = []
+        gammas = []
+        for spec, levels in self._compiled:
+            if spec.is_null(a, b):
+                contributions.append(Contribution(spec.name, "null", 0.0))
+                gammas.append(-1)
+                continue
+            index = next((i for i, lv in enumerate(spec.levels) if lv.matches(a, b)), len(spec.levels))
+            level = levels[index]
+            weight = level.log2_bf
+            tf_adj = 0.0
+            if level.tf_column:
+                table = self._tf.get(level.tf_column, {})
+                tf_l, tf_r = table.get(a[level.tf_column]), table.get(b[level.tf_column])
+                if tf_l is not None and tf_r is not None:
+                    tf_adj = level.tf_weight * math.log2(level.u / max(tf_l, tf_r))
+            total += weight + tf_adj
+            contributions.append(Contribution(spec.name, level.label, weight + tf_adj, tf_adj))
+            gammas.append(level.gamma)
+        probability = 1.0 / (1.0 + 2.0 ** (-total))
+        return Score(total, probability, self.prior_weight, tuple(contributions), tuple(gammas))
+
+
+def predict_and_cluster(model: TrainedModel, records: Sequence[Record], *, threshold: float
+                        ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Bulk: Splink's own predict over all blocked pairs, then its clustering at the threshold.
+    Returns the scored pairs at or above `min(threshold, 0.5)` and unique_id → cluster id."""
+    frame = _frame(records)
+    linker = _linker(frame, model.settings)
+    pairs = linker.inference.predict(threshold_match_probability=min(threshold, 0.5))
+    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pairs, threshold_match_probability=threshold)
+    scored = pairs.as_pandas_dataframe()[["unique_id_l", "unique_id_r", "match_probability", "match_weight"]]
+    table = clusters.as_pandas_dataframe()[["unique_id", "cluster_id"]]
+    return scored, dict(zip(table["unique_id"].astype(str), table["cluster_id"].astype(str), strict=True))

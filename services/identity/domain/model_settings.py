@@ -1,0 +1,187 @@
+"""The probabilistic model's comparisons, as data.
+
+Each level is declared once with its SQL (for Splink/DuckDB) and its Python twin (for the
+in-process real-time scorer); tests prove both give the same level for the same pair. Levels use
+only exact, phonetic, prefix and Levenshtein logic so that the twins are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Record = dict[str, Any]
+Pred = Callable[[Record, Record], bool]
+
+
+def levenshtein(a: str, b: str) -> int:
+    if a == b:
+        return 0
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+@dataclass(frozen=True)
+class Level:
+    label: str
+    sql: str
+    matches: Pred
+    tf_column: str | None = None
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    name: str
+    null_sql: str
+    is_null: Pred
+    levels: tuple[Level, ...]  # most to least similar; an else level follows implicitly
+
+
+def _null(*cols: str) -> tuple[str, Pred]:
+    sql = " OR ".join(f'"{c}_l" IS NULL OR "{c}_r" IS NULL' for c in cols)
+    return sql, lambda left, right: any(left.get(c) is None or right.get(c) is None for c in cols)
+
+
+def _exact(col: str, tf: bool = False) -> Level:
+    return Level("exact", f'"{col}_l" = "{col}_r"', lambda left, right: left[col] == right[col],
+                 tf_column=col if tf else None)
+
+
+def _lev(col: str, n: int) -> Level:
+    return Level(f"levenshtein <= {n}", f'levenshtein("{col}_l", "{col}_r") <= {n}',
+                 lambda left, right: levenshtein(left[col], right[col]) <= n)
+
+
+def _phonetic(col: str) -> Level:
+    p = f"{col}_phonetic"
+    return Level("same phonetic code", f'"{p}_l" = "{p}_r"',
+                 lambda left, right: left.get(p) is not None and left.get(p) == right.get(p))
+
+
+def _array(col: str) -> ComparisonSpec:
+    null_sql = (f'"{col}_l" IS NULL OR "{col}_r" IS NULL OR len("{col}_l") = 0 OR len("{col}_r") = 0')
+    return ComparisonSpec(
+        col, null_sql, lambda left, right: not left.get(col) or not right.get(col),
+        (Level("share one", f'len(list_intersect("{col}_l", "{col}_r")) >= 1',
+               lambda left, right: bool(set(left[col]) & set(right[col]))),))
+
+
+def _name(col: str, tf: bool) -> ComparisonSpec:
+    null_sql, is_null = _null(col)
+    return ComparisonSpec(col, null_sql, is_null, (_exact(col, tf), _phonetic(col), _lev(col, 2)))
+
+
+def _dob_swapped(left: Record, right: Record) -> bool:
+    a, b = left["birth_date"], right["birth_date"]
+    return a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]
+
+
+_bd_null, _bd_is_null = _null("birth_date")
+_pc_null, _pc_is_null = _null("postcode")
+_st_null, _st_is_null = _null("street")
+_city_null, _city_is_null = _null("city")
+
+COMPARISONS: tuple[ComparisonSpec, ...] = (
+    _name("given_name", tf=False),
+    _name("family_name", tf=True),
+    ComparisonSpec("birth_date", _bd_null, _bd_is_null, (
+        _exact("birth_date"),
+        Level("one typo or day/month swapped",
+              'levenshtein("birth_date_l", "birth_date_r") <= 1 OR (substr("birth_date_l", 1, 4) = '
+              'substr("birth_date_r", 1, 4) AND substr("birth_date_l", 6, 2) = substr("birth_date_r", 9, 2) '
+              'AND substr("birth_date_l", 9, 2) = substr("birth_date_r", 6, 2))',
+              lambda left, right: levenshtein(left["birth_date"], right["birth_date"]) <= 1
+              or _dob_swapped(left, right)),
+        Level("same year", 'substr("birth_date_l", 1, 4) = substr("birth_date_r", 1, 4)',
+              lambda left, right: left["birth_date"][:4] == right["birth_date"][:4]),
+    )),
+    ComparisonSpec("postcode", _pc_null, _pc_is_null, (
+        _exact("postcode"),
+        Level("same first three", 'substr("postcode_l", 1, 3) = substr("postcode_r", 1, 3)',
+              lambda left, right: left["postcode"][:3] == right["postcode"][:3]),
+    )),
+    ComparisonSpec("street", _st_null, _st_is_null, (
+        Level("street and number", '"street_l" = "street_r" AND "house_number_l" = "house_number_r"',
+              lambda left, right: left["street"] == right["street"] and left.get("house_number") is not None
+              and left.get("house_number") == right.get("house_number")),
+        _exact("street"),
+    )),
+    ComparisonSpec("city", _city_null, _city_is_null, (_exact("city"),)),
+    _array("emails"),
+    _array("phones"),
+)
+
+# Prediction blocking: pairs worth scoring (bulk). Real-time candidates use the same ideas as
+# graph blocking keys (services/identity/domain/blocking.py).
+PREDICT_BLOCKING = (
+    ("family_name_phonetic", "birth_year"),
+    ("given_name_phonetic", "postcode"),
+    ("birth_date", "given_initial"),
+    ("family_name", "postcode"),
+)
+# EM sessions: together they leave no comparison untrained; none is blocked on an identifier
+# (Splink 5's EM fails with m=0 when blocked on e-mail or phone).
+EM_BLOCKING = (("birth_date",), ("family_name_phonetic", "postcode"))
+# Deterministic rules for the prior (probability two random records match).
+PRIOR_RULES = (("given_name", "family_name", "birth_date"), ("family_name", "birth_date", "postcode"))
+COLUMNS = ("unique_id", "given_name", "family_name", "given_name_phonetic", "family_name_phonetic", "birth_date",
+           "street", "house_number", "postcode", "city", "emails", "phones", "birth_year", "given_initial")
+
+
+def splink_settings() -> dict[str, Any]:
+    comparisons = []
+    for spec in COMPARISONS:
+        levels: list[dict[str, Any]] = [{"sql_condition": spec.null_sql, "label_for_charts": "null",
+                                         "is_null_level": True}]
+        m_start, u_start = _starting_values(len(spec.levels))
+        for level, m, u in zip(spec.levels, m_start, u_start, strict=False):
+            entry: dict[str, Any] = {"sql_condition": level.sql, "label_for_charts": level.label,
+                                     "m_probability": m, "u_probability": u}
+            if level.tf_column:
+                entry["tf_adjustment_column"] = level.tf_column
+                entry["tf_adjustment_weight"] = 1.0
+            levels.append(entry)
+        levels.append({"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": m_start[-1],
+                       "u_probability": u_start[-1]})
+        comparisons.append({"output_column_name": spec.name, "comparison_levels": levels,
+                            "comparison_description": spec.name})
+    return {
+        "link_type": "dedupe_only",
+        "unique_id_column_name": "unique_id",
+        "comparisons": comparisons,
+        "blocking_rules_to_generate_predictions": [_rule(cols) for cols in PREDICT_BLOCKING],
+        "retain_intermediate_calculation_columns": True,
+        "retain_matching_columns": True,
+    }
+
+
+def _starting_values(n: int) -> tuple[list[float], list[float]]:
+    """Starting m and u for n similarity levels plus else. Training overwrites every level it
+    observes; a level too rare to observe keeps a conservative start instead of no value."""
+    m = [0.7] + [0.25 / max(n - 1, 1)] * (n - 1) + [0.05]
+    u = [0.001] + [0.01] * (n - 1) + [1.0 - 0.001 - 0.01 * (n - 1)]
+    return m, u
+
+
+def _rule(cols: tuple[str, ...]) -> dict[str, str]:
+    return {"blocking_rule": " AND ".join(f'l."{c}" = r."{c}"' for c in cols)}
+
+
+def prepare(record: Record) -> Record:
+    """Adds derived blocking columns and fills absent keys with None."""
+    out = {c: record.get(c) for c in COLUMNS}
+    out["emails"] = list(record.get("emails") or [])
+    out["phones"] = list(record.get("phones") or [])
+    bd = record.get("birth_date")
+    out["birth_year"] = bd[:4] if bd else None
+    gn = record.get("given_name")
+    out["given_initial"] = gn[:1] if gn else None
+    return out
