@@ -18,23 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-GIVEN_F = ("Anna Maria Ursula Monika Petra Elisabeth Sabine Renate Helga Karin Brigitte Ingrid Erika Andrea "
-           "Gisela Claudia Susanne Gabriele Christa Christine Hildegard Stefanie Birgit Barbara Julia Lena Laura "
-           "Sophie Lea Hannah Emma Mia Leonie Lisa Katharina Johanna Sarah Jana Nina Melanie Sandra Nicole "
-           "Jessica Jennifer Franziska Carolin Vanessa Jasmin Charlotte Marie Clara Greta Ida Paula Frieda "
-           "Jürgen Zoë Bärbel Jörg Müge Gülay").split()
-GIVEN_M = ("Peter Michael Thomas Andreas Wolfgang Klaus Jürgen Günter Stefan Christian Uwe Werner Horst Frank "
-           "Dieter Manfred Gerhard Hans Bernd Torsten Markus Matthias Alexander Martin Sebastian Daniel Jan "
-           "Tobias Florian Lukas Jonas Leon Finn Paul Ben Elias Noah Luis Felix Maximilian Niklas Tim Philipp "
-           "Simon David Moritz Julian Fabian Kevin Dennis Sven Oliver Björn Sören Jörg Jens Kai Lars Ralf Dirk").split()
-FAMILY = ("Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer Koch Bauer Richter "
-          "Klein Wolf Schröder Neumann Schwarz Zimmermann Braun Krüger Hofmann Hartmann Lange Schmitt Werner "
-          "Schmitz Krause Meier Lehmann Schmid Schulze Maier Köhler Herrmann König Walter Mayer Huber Kaiser "
-          "Fuchs Peters Lang Scholz Möller Weiß Jung Hahn Schubert Vogel Friedrich Keller Günther Frank Berger "
-          "Winkler Roth Beck Lorenz Baumann Franke Albrecht Schuster Simon Ludwig Böhm Winter Kraus Martin "
-          "Schumacher Krämer Vogt Stein Jäger Otto Sommer Groß Seidel Heinrich Brandt Haas Schreiber Graf "
-          "Schulte Dietrich Ziegler Kuhn Kühn Pohl Engel Horn Busch Bergmann Thomas Voigt Sauer Arnold Wolff "
-          "Pfeiffer Yılmaz Kaya Nowak Kowalski Öztürk").split()
+GIVEN_F = ["Anna", "Maria", "Ursula", "Monika", "Petra", "Elisabeth", "Sabine", "Renate", "Helga", "Karin", "Brigitte", "Ingrid", "Erika", "Andrea", "Gisela", "Claudia", "Susanne", "Gabriele", "Christa", "Christine", "Hildegard", "Stefanie", "Birgit", "Barbara", "Julia", "Lena", "Laura", "Sophie", "Lea", "Hannah", "Emma", "Mia", "Leonie", "Lisa", "Katharina", "Johanna", "Sarah", "Jana", "Nina", "Melanie", "Sandra", "Nicole", "Jessica", "Jennifer", "Franziska", "Carolin", "Vanessa", "Jasmin", "Charlotte", "Marie", "Clara", "Greta", "Ida", "Paula", "Frieda", "Jürgen", "Zoë", "Bärbel", "Jörg", "Müge", "Gülay"]
+GIVEN_M = ["Peter", "Michael", "Thomas", "Andreas", "Wolfgang", "Klaus", "Jürgen", "Günter", "Stefan", "Christian", "Uwe", "Werner", "Horst", "Frank", "Dieter", "Manfred", "Gerhard", "Hans", "Bernd", "Torsten", "Markus", "Matthias", "Alexander", "Martin", "Sebastian", "Daniel", "Jan", "Tobias", "Florian", "Lukas", "Jonas", "Leon", "Finn", "Paul", "Ben", "Elias", "Noah", "Luis", "Felix", "Maximilian", "Niklas", "Tim", "Philipp", "Simon", "David", "Moritz", "Julian", "Fabian", "Kevin", "Dennis", "Sven", "Oliver", "Björn", "Sören", "Jörg", "Jens", "Kai", "Lars", "Ralf", "Dirk"]
+FAMILY = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann", "Schäfer", "Koch", "Bauer", "Richter", "Klein", "Wolf", "Schröder", "Neumann", "Schwarz", "Zimmermann", "Braun", "Krüger", "Hofmann", "Hartmann", "Lange", "Schmitt", "Werner", "Schmitz", "Krause", "Meier", "Lehmann", "Schmid", "Schulze", "Maier", "Köhler", "Herrmann", "König", "Walter", "Mayer", "Huber", "Kaiser", "Fuchs", "Peters", "Lang", "Scholz", "Möller", "Weiß", "Jung", "Hahn", "Schubert", "Vogel", "Friedrich", "Keller", "Günther", "Frank", "Berger", "Winkler", "Roth", "Beck", "Lorenz", "Baumann", "Franke", "Albrecht", "Schuster", "Simon", "Ludwig", "Böhm", "Winter", "Kraus", "Martin", "Schumacher", "Krämer", "Vogt", "Stein", "Jäger", "Otto", "Sommer", "Groß", "Seidel", "Heinrich", "Brandt", "Haas", "Schreiber", "Graf", "Schulte", "Dietrich", "Ziegler", "Kuhn", "Kühn", "Pohl", "Engel", "Horn", "Busch", "Bergmann", "Thomas", "Voigt", "Sauer", "Arnold", "Wolff", "Pfeiffer", "Yılmaz", "Kaya", "Nowak", "Kowalski", "Öztürk"]
 CITIES = (("Berlin", "10115"), ("Berlin", "10247"), ("Hamburg", "20095"), ("Hamburg", "22765"),
           ("München", "80331"), ("München", "81667"), ("Köln", "50667"), ("Frankfurt am Main", "60311"),
           ("Stuttgart", "70173"), ("Düsseldorf", "40213"), ("Leipzig", "04109"), ("Dortmund", "44135"),
@@ -43,10 +29,7 @@ CITIES = (("Berlin", "10115"), ("Berlin", "10247"), ("Hamburg", "20095"), ("Hamb
           ("Bielefeld", "33602"), ("Bonn", "53111"), ("Münster", "48143"), ("Mannheim", "68159"),
           ("Karlsruhe", "76133"), ("Augsburg", "86150"), ("Wiesbaden", "65183"), ("Mönchengladbach", "41061"),
           ("Freiburg im Breisgau", "79098"), ("Lübeck", "23552"), ("Kiel", "24103"), ("Rostock", "18055"))
-STREETS = ("Hauptstraße Schulstraße Gartenstraße Bahnhofstraße Dorfstraße Bergstraße Birkenweg Lindenstraße "
-           "Kirchstraße Waldstraße Ringstraße Schillerstraße Goethestraße Am Markt Mühlenweg Friedhofstraße "
-           "Rosenstraße Feldstraße Jahnstraße Mozartstraße Beethovenstraße Wiesenweg Lessingstraße "
-           "Kastanienallee Eichendorffweg Königstraße Luisenstraße").split(" ")
+STREETS = ["Hauptstraße", "Schulstraße", "Gartenstraße", "Bahnhofstraße", "Dorfstraße", "Bergstraße", "Birkenweg", "Lindenstraße", "Kirchstraße", "Waldstraße", "Ringstraße", "Schillerstraße", "Goethestraße", "Am", "Markt", "Mühlenweg", "Friedhofstraße", "Rosenstraße", "Feldstraße", "Jahnstraße", "Mozartstraße", "Beethovenstraße", "Wiesenweg", "Lessingstraße", "Kastanienallee", "Eichendorffweg", "Königstraße", "Luisenstraße"]
 PROVIDERS = ("gmail.com", "web.de", "gmx.de", "t-online.de", "outlook.com", "yahoo.de", "icloud.com", "posteo.de")
 SOURCES = ("webshop", "newsletter", "social", "app", "loyalty")
 PLACEHOLDER_PHONE = "+49 30 12345678"

@@ -96,6 +96,7 @@ class IdentitySettings:
     link_threshold: float = 0.95
     review_threshold: float = 0.6
     max_persons_per_identifier: int = 5
+    max_accounts_per_identifier: int = 10
     max_identifiers_per_person: str = "email=10,phone=6,social=10,login=10,loyalty=5"
     candidate_limit: int = 200
     model_dir: str = ""  # default: $TESSERA_HOME/models

@@ -24,6 +24,7 @@ def build_identity(runtime: Runtime) -> IdentityService:
         store, runtime.keys, runtime.blind_index, default_region=s.default_region,
         thresholds=Thresholds(link=s.link_threshold, review=s.review_threshold),
         max_persons_per_identifier=s.max_persons_per_identifier,
+        max_accounts_per_identifier=s.max_accounts_per_identifier,
         kind_limits=parse_kind_limits(s.max_identifiers_per_person), candidate_limit=s.candidate_limit,
     )
 

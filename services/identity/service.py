@@ -88,6 +88,7 @@ class Thresholds:
 class IdentityService:
     def __init__(self, store: IdentityStore, keys: SubjectKeys, blind: BlindIndex, *, default_region: str,
                  thresholds: Thresholds, max_persons_per_identifier: int, kind_limits: dict[str, int],
+                 max_accounts_per_identifier: int = 10,
                  candidate_limit: int = 200, scorer: RealtimeScorer | None = None):
         self.store = store
         self.keys = keys
@@ -95,6 +96,7 @@ class IdentityService:
         self.default_region = default_region
         self.thresholds = thresholds
         self.max_persons_per_identifier = max_persons_per_identifier
+        self.max_accounts_per_identifier = max_accounts_per_identifier
         self.kind_limits = kind_limits
         self.candidate_limit = candidate_limit
         self.scorer = scorer
@@ -165,12 +167,11 @@ class IdentityService:
             info.evidence = deterministic.get(pid, [])
             candidates.append(info)
         current_cand = infos.get(current["person_id"]) if current else None
-        own_counts: dict[str, int] = {}
-        if current is None:
-            for kind, _v, _lt in tokens.values():
-                own_counts[kind] = own_counts.get(kind, 0) + 1
+        own: dict[str, set[str]] = {}
+        for token, (kind, _v, _lt) in tokens.items():
+            own.setdefault(kind, set()).add(token)
         selection = guards.select_persons(
-            guards.Traits.of(match), own_counts, candidates, cannot_link=cannot,
+            guards.Traits.of(match), own, candidates, cannot_link=cannot,
             cannot_link_pairs=set(cannot_pairs), kind_limits=self.kind_limits, current_person=current_cand)
         chosen = selection.chosen
         created = not chosen
@@ -223,7 +224,8 @@ class IdentityService:
         too_wide: list[str] = []
         for row in self.store.persons_by_identifiers(list(tokens)):
             persons = [p for p in row["persons"] if not current or p != current["person_id"]]
-            if len(row["persons"]) >= self.max_persons_per_identifier:
+            if (len(row["persons"]) >= self.max_persons_per_identifier
+                    or int(row["accounts"]) >= self.max_accounts_per_identifier):
                 too_wide.append(row["token"])
                 continue
             for pid in persons:
@@ -262,8 +264,8 @@ class IdentityService:
             rec = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
             if rec:
                 info.traits.append(guards.Traits.of(rec["match"]))
-        for pid, counts in self.store.person_identifier_counts(list(infos)).items():
-            infos[pid].identifier_counts = counts
+        for pid, tokens in self.store.person_identifiers(list(infos)).items():
+            infos[pid].identifiers = tokens
         return infos
 
     # ---- read ------------------------------------------------------------------------------
@@ -405,7 +407,8 @@ class IdentityService:
         shared = sorted(k for k, _ in ta & tb)
         tokens = [self.identifier_token(k, v) for k, v in ta & tb]
         wide = {r["token"] for r in self.store.persons_by_identifiers(tokens)
-                if len(r["persons"]) >= self.max_persons_per_identifier}
+                if len(r["persons"]) >= self.max_persons_per_identifier
+                or int(r["accounts"]) >= self.max_accounts_per_identifier}
         for kind in shared:
             rules.append(f"shared_{kind}")
         if wide:
@@ -499,9 +502,9 @@ class IdentityService:
             if len(persons) < 2:
                 continue
             ordered = sorted(persons.values(), key=lambda c: (c.created_at, c.person_id))
-            counts = self.store.person_identifier_counts([c.person_id for c in ordered])
+            held = self.store.person_identifiers([c.person_id for c in ordered])
             for c in ordered:
-                c.identifier_counts = counts.get(c.person_id, {})
+                c.identifiers = held.get(c.person_id, {})
             cannot = set(self.store.cannot_link_between_persons([c.person_id for c in ordered]))
             selection = guards.select_persons(guards.Traits(), {}, ordered[1:], cannot_link=set(),
                                               cannot_link_pairs=cannot, kind_limits=self.kind_limits,

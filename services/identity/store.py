@@ -155,12 +155,12 @@ DECISIONS_BETWEEN = cypher(
     """,
 )
 
-PERSON_IDENTIFIER_COUNTS = cypher(
-    "identity.person_identifier_counts",
+PERSON_IDENTIFIERS = cypher(
+    "identity.person_identifiers",
     """
     UNWIND $person_ids AS pid
     MATCH (p:Person {id: pid})<-[:BELONGS_TO]-(:Account)-[:HAS]->(i:Identifier)
-    RETURN p.id AS person_id, i.kind AS kind, count(DISTINCT i) AS identifiers
+    RETURN p.id AS person_id, i.kind AS kind, collect(DISTINCT i.token) AS tokens
     """,
 )
 
@@ -446,10 +446,10 @@ class IdentityStore:
     def decisions_between(self, a: str, b: str) -> list[dict[str, Any]]:
         return self.graph.run(DECISIONS_BETWEEN, {"a": a, "b": b})
 
-    def person_identifier_counts(self, person_ids: list[str]) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for row in self.graph.run(PERSON_IDENTIFIER_COUNTS, {"person_ids": person_ids}) if person_ids else []:
-            out.setdefault(row["person_id"], {})[row["kind"]] = int(row["identifiers"])
+    def person_identifiers(self, person_ids: list[str]) -> dict[str, dict[str, set[str]]]:
+        out: dict[str, dict[str, set[str]]] = {}
+        for row in self.graph.run(PERSON_IDENTIFIERS, {"person_ids": person_ids}) if person_ids else []:
+            out.setdefault(row["person_id"], {})[row["kind"]] = set(row["tokens"])
         return out
 
     def put_review(self, pairs: list[dict[str, Any]], now: int) -> None:

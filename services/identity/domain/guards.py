@@ -84,7 +84,7 @@ class Candidate:
     method: str  # deterministic | probabilistic
     probability: float = 1.0
     traits: list[Traits] = field(default_factory=list)
-    identifier_counts: dict[str, int] = field(default_factory=dict)
+    identifiers: dict[str, set[str]] = field(default_factory=dict)  # kind -> blind-index tokens
     evidence: list[str] = field(default_factory=list)
 
 
@@ -96,7 +96,7 @@ class Selection:
 
 def select_persons(
     account: Traits,
-    account_identifier_counts: Mapping[str, int],
+    account_identifiers: Mapping[str, set[str]],
     candidates: list[Candidate],
     *,
     cannot_link: set[str],
@@ -106,13 +106,13 @@ def select_persons(
 ) -> Selection:
     """Greedy, oldest first: a candidate joins when it is not cannot-linked to the account or to a
     person already chosen, has no conflicting attributes with the account or with the persons
-    already chosen, and the union stays within the per-kind identifier limits."""
+    already chosen, and the union of distinct identifiers stays within the per-kind limits."""
     chosen: list[Candidate] = [current_person] if current_person else []
     blocked: dict[str, str] = {}
-    totals: dict[str, int] = dict(account_identifier_counts)
+    union: dict[str, set[str]] = {kind: set(tokens) for kind, tokens in account_identifiers.items()}
     for c in chosen:
-        for kind, n in c.identifier_counts.items():
-            totals[kind] = totals.get(kind, 0) + n
+        for kind, tokens in c.identifiers.items():
+            union.setdefault(kind, set()).update(tokens)
     for cand in sorted(candidates, key=lambda c: (c.created_at, c.person_id)):
         if any(cand.person_id == c.person_id for c in chosen):
             continue
@@ -127,11 +127,12 @@ def select_persons(
         if why:
             blocked[cand.person_id] = why
             continue
-        over = [k for k, n in cand.identifier_counts.items() if totals.get(k, 0) + n > kind_limits.get(k, 10**9)]
+        over = [k for k, tokens in cand.identifiers.items()
+                if len(union.get(k, set()) | tokens) > kind_limits.get(k, 10**9)]
         if over:
             blocked[cand.person_id] = f"too_many_identifiers:{over[0]}"
             continue
         chosen.append(cand)
-        for kind, n in cand.identifier_counts.items():
-            totals[kind] = totals.get(kind, 0) + n
+        for kind, tokens in cand.identifiers.items():
+            union.setdefault(kind, set()).update(tokens)
     return Selection(chosen=chosen, blocked=blocked)

@@ -121,7 +121,7 @@ def validate(model: TrainedModel) -> None:
                 continue
             for key in ("m_probability", "u_probability"):
                 value = level.get(key)
-                if not isinstance(value, float) or not 0 < value < 1 or math.isnan(value):
+                if not isinstance(value, int | float) or math.isnan(value) or not 0 < value <= 1:
                     raise TrainingFailed(f"{comparison['output_column_name']}: {level['label_for_charts']} "
                                          f"has no usable {key}")
 

@@ -15,7 +15,9 @@ Record = dict[str, Any]
 Pred = Callable[[Record, Record], bool]
 
 
-def levenshtein(a: str, b: str) -> int:
+def levenshtein(left: str, right: str) -> int:
+    """Edit distance over UTF-8 bytes, as DuckDB's levenshtein() counts it."""
+    a, b = left.encode("utf-8"), right.encode("utf-8")
     if a == b:
         return 0
     if len(a) < len(b):

@@ -1,0 +1,210 @@
+"""Identity resolution through a real gRPC server on a real FalkorDB: deterministic links, the
+over-merge guards, manual decisions, stable ids, training, explanations."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from tessera.identity.v1 import identity_pb2 as pb
+from tessera.identity.v1 import identity_pb2_grpc
+from tessera.type.v1 import subject_pb2
+
+from bench.synth import generate
+from services.identity.cli import _raw_to_input
+from tests.helpers import error_details
+
+EMAIL, PHONE = subject_pb2.IDENTIFIER_KIND_EMAIL, subject_pb2.IDENTIFIER_KIND_PHONE
+
+
+@pytest.fixture
+def stack(stack_factory):
+    return stack_factory("identity")
+
+
+@pytest.fixture
+def stub(stack):
+    return identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+
+
+def link(stub, source, ext, *, emails=(), phones=(), cards=(), **attrs):
+    acc = pb.AccountInput(ref=subject_pb2.AccountRef(source=source, external_id=ext))
+    for e in emails:
+        acc.identifiers.add(kind=EMAIL, value=e)
+    for p in phones:
+        acc.identifiers.add(kind=PHONE, value=p)
+    for c in cards:
+        acc.identifiers.add(kind=subject_pb2.IDENTIFIER_KIND_LOYALTY_CARD, value=c)
+    for key, value in attrs.items():
+        if key in ("street", "postcode", "city"):
+            setattr(acc.attributes.address, key, value)
+        else:
+            setattr(acc.attributes, key, value)
+    return stub.LinkAccount(pb.LinkAccountRequest(account=acc))
+
+
+def ref(source, ext):
+    return subject_pb2.AccountRef(source=source, external_id=ext)
+
+
+def test_shared_normalised_identifier_links_deterministically(stub):
+    a = link(stub, "webshop", "1", emails=["Anna.Schmidt@GoogleMail.com"], given_name="Anna")
+    b = link(stub, "newsletter", "2", emails=["annaschmidt+news@gmail.com"])
+    c = link(stub, "app", "3", phones=["0151 2345678"], emails=["anna.schmidt@gmail.com"], given_name="Anna")
+    assert a.created_person
+    assert b.person.name == a.person.name == c.person.name
+    assert c.account.link_method == pb.LINK_METHOD_DETERMINISTIC
+    by_phone = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(
+        identifier=subject_pb2.Identifier(kind=PHONE, value="+49 151 2345678"))))
+    assert by_phone.name == a.person.name
+    assert by_phone.account_count == 3
+
+
+def test_family_sharing_a_landline_is_not_merged(stub):
+    landline = "030 44556677"
+    mother = link(stub, "loyalty", "m", phones=[landline], given_name="Petra", family_name="Krause",
+                  birth_date="1970-03-02", street="Lindenstraße 4", postcode="10247", city="Berlin")
+    son = link(stub, "loyalty", "s", phones=[landline], given_name="Jonas", family_name="Krause",
+               birth_date="2001-07-19", street="Lindenstraße 4", postcode="10247", city="Berlin")
+    assert son.person.name != mother.person.name
+    assert son.created_person
+
+
+def test_twins_with_everything_shared_but_the_given_name_stay_apart(stub):
+    shared = {"family_name": "Vogel", "birth_date": "1995-05-05", "street": "Am Markt 1", "postcode": "80331",
+              "city": "München"}
+    one = link(stub, "webshop", "t1", phones=["089 1234567"], given_name="Lena", **shared)
+    two = link(stub, "webshop", "t2", phones=["089 1234567"], given_name="Lisa", **shared)
+    assert one.person.name != two.person.name
+
+
+def test_strangers_sharing_a_company_address_stay_apart(stub):
+    people = [link(stub, "webshop", f"c{i}", emails=["info@firma-xyz.de"], given_name=name, family_name=family)
+              for i, (name, family) in enumerate([("Karl", "Ott"), ("Sabine", "Roth"), ("Ute", "Beck")])]
+    assert len({p.person.name for p in people}) == 3
+
+
+def test_placeholder_phone_typed_for_many_customers_glues_nobody(stub):
+    names = ["Anton", "Berta", "Cem", "Dora", "Emil", "Frida", "Gustav", "Hanna"]
+    persons = {link(stub, "till", f"p{i}", phones=["+49 30 0000000"], given_name=name).person.name
+               for i, name in enumerate(names)}
+    assert len(persons) == len(names)
+    last = link(stub, "till", "p-last", phones=["+49 30 0000000"], given_name="Anton")
+    assert last.created_person  # shared by too many persons: no longer links even on a plausible name
+    assert any("shared by too many persons" in p.reason for p in last.problems)
+
+
+def test_identifier_on_too_many_accounts_stops_linking(stub):
+    persons = [link(stub, "till", f"q{i}", phones=["+49 40 1111111"]).person.name for i in range(12)]
+    assert len(set(persons[:10])) == 1  # no names to tell them apart: the first ten link
+    assert persons[10] != persons[0]
+    assert persons[11] != persons[0]
+
+
+def test_per_kind_identifier_limit_blocks_a_merge(stub):
+    cards = [f"60012345678{i}" for i in range(6)]
+    owner = link(stub, "loyalty", "owner", cards=cards[:4], given_name="Olga")
+    other = link(stub, "loyalty", "other", cards=cards[4:], given_name="Olga")
+    glue = link(stub, "webshop", "glue", cards=[cards[0], cards[4]], given_name="Olga")
+    assert glue.person.name == owner.person.name  # 5 distinct cards: within the limit
+    assert glue.merged_persons == []  # joining `other` too would make 6 cards, over the limit of 5
+    person = stub.GetPerson(pb.GetPersonRequest(name=other.person.name))
+    assert person.name == other.person.name
+
+
+def test_merge_and_split_round_trip_keeps_stable_ids(stub):
+    a = link(stub, "webshop", "ma", given_name="Maria", birth_date="1980-01-01").person
+    b = link(stub, "loyalty", "mb", given_name="Maria", birth_date="1980-01-01").person
+    merged = stub.MergePersons(pb.MergePersonsRequest(names=[b.name, a.name], reason="call centre"))
+    assert merged.name == a.name  # the oldest id survives
+    assert b.name in merged.merged_persons
+    assert stub.GetPerson(pb.GetPersonRequest(name=b.name)).name == a.name  # old id redirects
+    split = stub.SplitPerson(pb.SplitPersonRequest(name=a.name, accounts=[ref("loyalty", "mb")], reason="wrong",
+                                                   request_id="split-1"))
+    assert split.remaining.name == a.name
+    assert split.split_off.name not in (a.name, b.name)
+    again = stub.SplitPerson(pb.SplitPersonRequest(name=a.name, accounts=[ref("loyalty", "mb")], reason="wrong",
+                                                   request_id="split-1"))
+    assert again.split_off.name == split.split_off.name  # idempotent
+    relinked = link(stub, "loyalty", "mb", given_name="Maria", birth_date="1980-01-01")
+    assert relinked.person.name == split.split_off.name  # the split is respected on re-link
+    kinds = [c.kind for c in _changes(stub)]
+    assert pb.PersonChange.KIND_MERGED in kinds
+    assert pb.PersonChange.KIND_SPLIT in kinds
+
+
+def _changes(stub):
+    out = []
+    stream = stub.WatchPersonChanges(pb.WatchPersonChangesRequest(after_sequence=0))
+    try:
+        for change in stream:
+            out.append(change)
+            if change.kind == pb.PersonChange.KIND_SPLIT:
+                break
+    finally:
+        stream.cancel()
+    return out
+
+
+def test_cannot_link_splits_and_is_respected_by_later_links(stub):
+    a = link(stub, "webshop", "x1", emails=["shared@example.org"], given_name="Tom").person
+    b = link(stub, "app", "x2", emails=["shared@example.org"], given_name="Tom")
+    assert b.person.name == a.name
+    decision = stub.CreateLinkDecision(pb.CreateLinkDecisionRequest(decision=pb.LinkDecision(
+        kind=pb.LinkDecision.KIND_CANNOT_LINK, account_a=ref("webshop", "x1"), account_b=ref("app", "x2"),
+        reason="different people")))
+    assert decision.author == "dev"
+    after = link(stub, "app", "x2", emails=["shared@example.org"], given_name="Tom")
+    assert after.person.name != a.name
+    explanation = stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref("webshop", "x1"),
+                                                           account_b=ref("app", "x2")))
+    assert explanation.decision == pb.MATCH_DECISION_NON_MATCH
+    assert explanation.manual_decision.kind == pb.LinkDecision.KIND_CANNOT_LINK
+    assert "shared_email" in explanation.rules
+
+
+def test_unknown_and_bad_references(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref("webshop", "nope"), account_b=ref("", "")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error_details(err.value)[1]) == {"account_b.source", "account_b.external_id"}
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref("webshop", "nope"), account_b=ref("a", "b")))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        stub.MergePersons(pb.MergePersonsRequest(names=["persons/only-one"]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_training_relinks_and_explains_with_a_waterfall_respecting_cannot_link(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetModel(pb.GetModelRequest())
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    truth: dict[str, str] = {}
+    batch = []
+    for accounts, person, _trap in generate(300, seed=5):
+        for raw in accounts:
+            truth[f"{raw['source']}:{raw['id']}"] = person
+            batch.append(pb.LinkAccountRequest(account=_raw_to_input(raw)))
+    responses = [r for resp in stub.BatchLinkAccounts(iter([pb.BatchLinkAccountsRequest(requests=batch[i:i + 200])
+                                                            for i in range(0, len(batch), 200)]))
+                 for r in resp.responses]
+    assert len(responses) == len(batch)
+    # Two accounts of one synthetic person, kept apart by a manual decision before training.
+    by_person: dict[str, list[str]] = {}
+    for key, person in truth.items():
+        by_person.setdefault(person, []).append(key)
+    pair = next(keys for keys in by_person.values() if len(keys) >= 2)
+    (sa, ea), (sb, eb) = (k.split(":", 1) for k in pair[:2])
+    stub.CreateLinkDecision(pb.CreateLinkDecisionRequest(decision=pb.LinkDecision(
+        kind=pb.LinkDecision.KIND_CANNOT_LINK, account_a=ref(sa, ea), account_b=ref(sb, eb))))
+    model = stub.TrainModel(pb.TrainModelRequest(seed=7))
+    assert model.training_records == len(batch)
+    assert stub.GetModel(pb.GetModelRequest()).version == model.version
+    person_a = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(account=ref(sa, ea))))
+    person_b = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(account=ref(sb, eb))))
+    assert person_a.name != person_b.name  # the manual decision survived the bulk re-run
+    explanation = stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref(sa, ea), account_b=ref(sb, eb)))
+    assert explanation.model_version == model.version
+    assert {c.comparison for c in explanation.contributions} >= {"given_name", "family_name", "birth_date"}
+    total = explanation.prior_match_weight + sum(c.match_weight for c in explanation.contributions)
+    assert explanation.match_weight == pytest.approx(total)

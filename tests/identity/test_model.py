@@ -1,0 +1,98 @@
+"""The Splink model: training, persistence, and the in-process scorer equal to Splink's own."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.synth import generate
+from services.identity.domain.model import (
+    RealtimeScorer,
+    TrainedModel,
+    TrainingFailed,
+    _frame,
+    _linker,
+    predict_and_cluster,
+    train,
+)
+from services.identity.domain.model_settings import COMPARISONS, levenshtein
+from services.identity.domain.normalize import normalize_account, to_match_record
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    out = []
+    for accounts, _person, _trap in generate(1500, seed=11):
+        for acc in accounts:
+            out.append(to_match_record(normalize_account(acc)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(records) -> TrainedModel:
+    return train(records, seed=3)
+
+
+def test_trained_model_has_every_parameter(model):
+    assert 0 < model.settings["probability_two_random_records_match"] < 1
+    assert len(model.settings["comparisons"]) == len(COMPARISONS)
+    assert model.tf_tables["family_name"]
+    assert len(model.version) == 12
+
+
+def test_realtime_scores_equal_splinks_own(model, records):
+    """Every pair Splink's predict scores gets the same match weight and levels in-process."""
+    frame = _frame(records)
+    predictions = _linker(frame, model.settings).inference.predict().as_pandas_dataframe()
+    assert len(predictions) > 1000
+    by_id = {r["unique_id"]: r for r in records}
+    scorer = RealtimeScorer(model)
+    for row in predictions.itertuples():
+        score = scorer.score(by_id[row.unique_id_l], by_id[row.unique_id_r])
+        assert score.match_weight == pytest.approx(row.match_weight, abs=1e-9)
+        assert score.match_probability == pytest.approx(row.match_probability, abs=1e-12)
+        assert list(score.gammas) == [getattr(row, f"gamma_{spec.name}") for spec in COMPARISONS]
+
+
+def test_scorer_handles_nulls_umlauts_and_gives_a_waterfall(model):
+    scorer = RealtimeScorer(model)
+    a = {"unique_id": "a", "given_name": "juergen", "family_name": "mueller", "given_name_phonetic": "0746",
+         "family_name_phonetic": "657", "birth_date": "1980-05-01", "emails": [], "phones": []}
+    b = {**a, "unique_id": "b", "birth_date": None, "given_name": "jurgen"}
+    score = scorer.score(a, b)
+    contributions = {c.comparison: c for c in score.contributions}
+    assert contributions["birth_date"].level == "null"
+    assert contributions["given_name"].level in {"same phonetic code", "levenshtein <= 2"}
+    assert contributions["family_name"].level == "exact"
+    total = score.prior_match_weight + sum(c.match_weight for c in score.contributions)
+    assert score.match_weight == pytest.approx(total)
+
+
+def test_levenshtein_matches_duckdb():
+    import duckdb
+
+    words = ["müller", "mueller", "muller", "schmidt", "schmitt", "", "a", "東京", "straße", "strasse", "ab", "ba"]
+    con = duckdb.connect()
+    for x in words:
+        for y in words:
+            assert levenshtein(x, y) == con.execute("SELECT levenshtein(?, ?)", [x, y]).fetchone()[0]
+
+
+def test_save_and_load_give_identical_scores(model, records, tmp_path):
+    model.save(tmp_path / "m.json")
+    loaded = TrainedModel.load(tmp_path / "m.json")
+    assert loaded.version == model.version
+    s1, s2 = RealtimeScorer(model), RealtimeScorer(loaded)
+    for a, b in zip(records[:200], records[1:201], strict=True):
+        assert s1.score(a, b) == s2.score(a, b)
+
+
+def test_training_on_too_little_data_fails_without_a_model():
+    with pytest.raises(TrainingFailed):
+        train([{"unique_id": str(i), "given_name": "x"} for i in range(3)])
+
+
+def test_bulk_predict_and_cluster(model, records):
+    pairs, clusters = predict_and_cluster(model, records, threshold=0.95)
+    assert set(clusters) == {r["unique_id"] for r in records}
+    assert (pairs["match_probability"] >= 0.5).all()
+    assert len(set(clusters.values())) < len(records)
