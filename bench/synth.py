@@ -109,7 +109,7 @@ class Population:
         for ch, variants in UMLAUT_VARIANTS.items():
             local = local.replace(ch, variants[0])
         local = local.replace(" ", "") + (str(r.randint(1, 99)) if r.random() < 0.5 else "")
-        p = Person(
+        return Person(
             key=f"P{self.n:08d}", given=given, family=family, birth=birth,
             street=overrides.pop("street", r.choice(STREETS)), number=overrides.pop("number", str(r.randint(1, 150))),
             city=city, postcode=postcode, emails=[f"{local}@{r.choice(PROVIDERS)}"],
@@ -117,7 +117,6 @@ class Population:
             landline=overrides.pop("landline", self._phone(False) if r.random() < 0.3 else None),
             card=luhn_complete("6001" + "".join(str(r.randint(0, 9)) for _ in range(11))),
             handle=f"{local.split('@')[0][:12]}{r.randint(1, 999)}", **overrides)
-        return p
 
     def noisy_email(self, email: str) -> str:
         r = self.rng

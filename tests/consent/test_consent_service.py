@@ -164,7 +164,8 @@ def test_idempotent_on_request_id(identity, consent):
     link(identity, "webshop", "I1")
     first = grant(consent, acct("webshop", "I1"), request_id="req-1")
     again = grant(consent, acct("webshop", "I1"), request_id="req-1")
-    assert first.name == again.name and first.sequence == again.sequence
+    assert first.name == again.name
+    assert first.sequence == again.sequence
     assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 1
 
 
