@@ -131,8 +131,8 @@ class IdentityService:
         now = now_ms()
         account_id = self.account_id(acc.source, acc.external_id)
         problems = [(p.field, p.reason) for p in acc.problems]
-        idents = [(i.kind, i.value, getattr(i, "line_type", None)) for i in acc.identifiers]
-        tokens = {self.identifier_token(k, v): (k, v, lt) for k, v, lt in idents}
+        tokens = {self.identifier_token(i.kind, i.value): (i.kind, i.value, i.line_type) for i in acc.identifiers}
+        linking = {self.identifier_token(i.kind, i.value) for i in acc.identifiers if i.links}
         suppressed = self.store.suppressed([account_id, *tokens])
         if account_id in suppressed:
             raise FailedPrecondition("this account belongs to an erased person and cannot be re-created",
@@ -145,10 +145,10 @@ class IdentityService:
         blocks = [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
 
         current = self.store.account_person(account_id)
-        deterministic, shared_too_widely = self._deterministic_candidates(tokens, current)
-        for token in shared_too_widely:
-            kind = tokens[token][0]
-            problems.append((f"identifiers.{kind}", "identifier is shared by too many persons and does not link"))
+        deterministic, shared_too_widely = self._deterministic_candidates(
+            {t: v for t, v in tokens.items() if t in linking}, current)
+        for token, why in shared_too_widely.items():
+            problems.append((f"identifiers.{tokens[token][0]}", why))
         probabilistic, review = self._probabilistic_candidates(account_id, match, blocks, deterministic, current)
 
         candidate_ids = sorted({*deterministic, *probabilistic} - ({current["person_id"]} if current else set()))
@@ -164,7 +164,7 @@ class IdentityService:
             method = METHOD_DETERMINISTIC if pid in deterministic else METHOD_PROBABILISTIC
             info.method = method
             info.probability = 1.0 if pid in deterministic else probabilistic[pid]
-            info.evidence = deterministic.get(pid, [])
+            info.evidence = [f"shared_{kind}" for kind, _t in deterministic.get(pid, [])]
             candidates.append(info)
         current_cand = infos.get(current["person_id"]) if current else None
         own: dict[str, set[str]] = {}
@@ -174,6 +174,11 @@ class IdentityService:
             guards.Traits.of(match), own, candidates, cannot_link=cannot,
             cannot_link_pairs=set(cannot_pairs), kind_limits=self.kind_limits, current_person=current_cand)
         chosen = selection.chosen
+        # An identifier that led to a person this account provably is not (conflicting attributes,
+        # a cannot-link decision) is shared by different people: it stops linking from now on.
+        contested = sorted({token for pid, why in selection.blocked.items() if not why.startswith("too_many")
+                            for _kind, token in deterministic.get(pid, [])})
+        self.store.mark_contested(contested)
         created = not chosen
         if chosen:
             survivor = min(chosen, key=lambda c: (c.created_at, c.person_id))
@@ -219,18 +224,23 @@ class IdentityService:
                            blocked=selection.blocked)
 
     def _deterministic_candidates(self, tokens: dict[str, tuple], current: dict | None
-                                  ) -> tuple[dict[str, list[str]], list[str]]:
-        found: dict[str, list[str]] = {}
-        too_wide: list[str] = []
+                                  ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
+        """Persons sharing a linking identifier → [(kind, token)]; and identifiers that do not link
+        (shared by too many persons or accounts, or contested) → why."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        not_linking: dict[str, str] = {}
         for row in self.store.persons_by_identifiers(list(tokens)):
-            persons = [p for p in row["persons"] if not current or p != current["person_id"]]
+            if row["contested"]:
+                not_linking[row["token"]] = "identifier is shared by different persons and does not link"
+                continue
             if (len(row["persons"]) >= self.max_persons_per_identifier
                     or int(row["accounts"]) >= self.max_accounts_per_identifier):
-                too_wide.append(row["token"])
+                not_linking[row["token"]] = "identifier is shared by too many persons and does not link"
                 continue
-            for pid in persons:
-                found.setdefault(pid, []).append(f"shared_{row['kind']}")
-        return found, too_wide
+            for pid in row["persons"]:
+                if not current or pid != current["person_id"]:
+                    found.setdefault(pid, []).append((row["kind"], row["token"]))
+        return found, not_linking
 
     def _probabilistic_candidates(self, account_id: str, match: dict, blocks: list[str],
                                   deterministic: dict, current: dict | None
@@ -407,12 +417,12 @@ class IdentityService:
         shared = sorted(k for k, _ in ta & tb)
         tokens = [self.identifier_token(k, v) for k, v in ta & tb]
         wide = {r["token"] for r in self.store.persons_by_identifiers(tokens)
-                if len(r["persons"]) >= self.max_persons_per_identifier
+                if r["contested"] or len(r["persons"]) >= self.max_persons_per_identifier
                 or int(r["accounts"]) >= self.max_accounts_per_identifier}
         for kind in shared:
             rules.append(f"shared_{kind}")
         if wide:
-            rules.append("guard:identifier_shared_by_too_many_persons")
+            rules.append("guard:identifier_shared_by_different_persons")
         why = guards.conflict(guards.Traits.of(ra.get("match", {})), guards.Traits.of(rb.get("match", {})))
         if why:
             rules.append(f"guard:{why}")

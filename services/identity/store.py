@@ -73,8 +73,20 @@ PERSONS_BY_IDENTIFIERS = cypher(
     """
     UNWIND $tokens AS token
     MATCH (i:Identifier {token: token})<-[:HAS]-(a:Account)-[:BELONGS_TO]->(p:Person)
-    RETURN token, i.kind AS kind, collect(DISTINCT p.id) AS persons, count(DISTINCT a) AS accounts
+    RETURN token, i.kind AS kind, collect(DISTINCT p.id) AS persons, count(DISTINCT a) AS accounts,
+           coalesce(i.contested, false) AS contested
     """,
+)
+
+MARK_CONTESTED = cypher(
+    "identity.mark_contested",
+    """
+    UNWIND $tokens AS token
+    MATCH (i:Identifier {token: token})
+    SET i.contested = true
+    RETURN count(i) AS marked
+    """,
+    write=True,
 )
 
 CANDIDATES_BY_BLOCK = cypher(
@@ -417,6 +429,10 @@ class IdentityStore:
 
     def persons_by_identifiers(self, tokens: list[str]) -> list[dict[str, Any]]:
         return self.graph.run(PERSONS_BY_IDENTIFIERS, {"tokens": tokens}) if tokens else []
+
+    def mark_contested(self, tokens: list[str]) -> None:
+        if tokens:
+            self.graph.run(MARK_CONTESTED, {"tokens": tokens})
 
     def candidates_by_block(self, account_id: str, tokens: list[str], limit: int) -> list[dict[str, Any]]:
         if not tokens:

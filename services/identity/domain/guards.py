@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 
 DEFAULT_KIND_LIMITS: dict[str, int] = {"email": 10, "phone": 6, "social": 10, "login": 10, "loyalty": 5}
 
@@ -42,26 +41,51 @@ class Traits:
         return cls(text("given_name"), text("family_name"), text("birth_date"))
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: typos, including swapped neighbours, cost one each."""
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        d[i][0] = i
+    for j in range(len(b) + 1):
+        d[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
 def names_compatible(a: str | None, b: str | None) -> bool:
-    """Missing names never conflict; otherwise equal, one a prefix/initial of the other, or a
-    near spelling (typo) of it."""
-    if not a or not b:
-        return True
-    if a == b:
+    """Missing names never conflict; otherwise equal, one a prefix/initial of the other, or one
+    typo apart (two for longer names)."""
+    if not a or not b or a == b:
         return True
     first_a, first_b = a.split()[0], b.split()[0]
     if first_a.startswith(first_b) or first_b.startswith(first_a):
         return True
-    return SequenceMatcher(None, a, b).ratio() >= 0.8
+    return edit_distance(a, b) <= (1 if min(len(a), len(b)) <= 5 else 2)
+
+
+def dates_compatible(a: str | None, b: str | None) -> bool:
+    """Missing dates never conflict; one typo or day and month swapped is a data-entry slip."""
+    if not a or not b or a == b:
+        return True
+    swapped = a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]
+    return swapped or edit_distance(a, b) <= 1
 
 
 def conflict(a: Traits, b: Traits) -> str | None:
     """Why two records cannot be one person, or None. Different birth dates, or different given
-    names, are decisive even when an identifier is shared (families, twins, colleagues)."""
-    if a.birth_date and b.birth_date and a.birth_date != b.birth_date:
+    names, are decisive even when an identifier is shared (families, twins, colleagues). Given and
+    family name swapped between the records is a data-entry slip, not a conflict."""
+    if not dates_compatible(a.birth_date, b.birth_date):
         return "conflicting_birth_date"
     if not names_compatible(a.given_name, b.given_name):
-        return "conflicting_given_name"
+        swapped = a.given_name == b.family_name or a.family_name == b.given_name
+        if not swapped:
+            return "conflicting_given_name"
     return None
 
 

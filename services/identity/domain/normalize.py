@@ -37,6 +37,14 @@ _EMAIL_RULES: dict[str, tuple[bool, bool, str]] = {
     "proton.me": (False, True, "proton.me"),
     "posteo.de": (False, True, "posteo.de"),
 }
+# Role addresses belong to a function, not a person; colleagues share them. They never link
+# accounts deterministically (they still count as evidence in the probabilistic model).
+ROLE_LOCAL_PARTS = frozenset({
+    "info", "kontakt", "contact", "office", "buero", "mail", "post", "service", "support", "team", "hello",
+    "hallo", "admin", "verwaltung", "einkauf", "vertrieb", "sales", "order", "orders", "bestellung", "rechnung",
+    "buchhaltung", "empfang", "zentrale", "noreply", "no-reply", "webmaster", "marketing", "presse", "hr",
+    "personal", "jobs", "karriere", "kundenservice", "shop", "familie", "family",
+})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 _SOCIAL_ALIASES = {"ig": "instagram", "insta": "instagram", "fb": "facebook", "x": "twitter", "tw": "twitter",
                    "tt": "tiktok", "google": "google", "apple": "apple", "linkedin": "linkedin"}
@@ -62,6 +70,11 @@ class Identifier:
     kind: str  # email | phone | social | login | loyalty
     value: str
     line_type: str | None = None  # phones: mobile | fixed | unknown
+
+    @property
+    def links(self) -> bool:
+        """Whether the identifier may link accounts deterministically (role addresses do not)."""
+        return not (self.kind == "email" and self.value.split("@", 1)[0] in ROLE_LOCAL_PARTS)
 
 
 @dataclass(frozen=True)

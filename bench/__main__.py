@@ -1,0 +1,32 @@
+"""`make bench`: runs the benchmarks and prints their figures (recorded in docs/benchmarks.md).
+
+    python -m bench                       # the default set, sized for a 2-core laptop
+    python -m bench accuracy --persons 5000
+    python -m bench realtime --persons 100000
+    python -m bench consent --persons 100000 --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="bench")
+    p = sub.add_parser("accuracy", help="pairwise P/R/F1 and trap groups vs plain Splink and naive union")
+    p.add_argument("--persons", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json")
+    args = parser.parse_args()
+    if args.bench in (None, "accuracy"):
+        from bench import accuracy
+
+        if args.bench is None:
+            args = argparse.Namespace(persons=5000, seed=1, json=None)
+        accuracy.main(args)
+
+
+if __name__ == "__main__":
+    main()
