@@ -18,13 +18,14 @@ def main() -> None:
     p = sub.add_parser("accuracy", help="pairwise P/R/F1 and trap groups vs plain Splink and naive union")
     p.add_argument("--persons", type=int, default=5000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=0.95, help="link threshold (match probability)")
     p.add_argument("--json")
     args = parser.parse_args()
     if args.bench in (None, "accuracy"):
         from bench import accuracy
 
         if args.bench is None:
-            args = argparse.Namespace(persons=5000, seed=1, json=None)
+            args = argparse.Namespace(persons=5000, seed=1, json=None, threshold=0.95)
         accuracy.main(args)
 
 

@@ -57,10 +57,13 @@ def plain_splink(accounts: list[dict[str, Any]], threshold: float, seed: int) ->
     return clusters
 
 
-def tessera(accounts: list[dict[str, Any]], seed: int, workdir: Path) -> tuple[dict[str, str], dict[str, float]]:
+def tessera(accounts: list[dict[str, Any]], seed: int, workdir: Path, threshold: float = 0.95
+            ) -> tuple[dict[str, str], dict[str, float]]:
     store = EmbeddedFalkorDB(workdir / "graph", free_port()).start()
     try:
-        settings = Settings().replace(home=workdir / "home", graph={"uri": store.uri, "database": "bench"})
+        settings = Settings().replace(home=workdir / "home", graph={"uri": store.uri, "database": "bench"},
+                                      identity={"link_threshold": threshold,
+                                                "review_threshold": min(threshold, 0.6)})
         runtime = build_runtime("identity", settings, configure_process=False)
         service = build_identity(runtime)
         from services.common import keystore
@@ -91,7 +94,7 @@ def run(persons: int, seed: int, threshold: float = 0.95) -> dict[str, Any]:
     results: dict[str, Any] = {"persons": persons, "accounts": len(accounts), "seed": seed,
                                "trap_groups": len(set(traps.values()))}
     with tempfile.TemporaryDirectory() as tmp:
-        predicted, timings = tessera(accounts, seed, Path(tmp))
+        predicted, timings = tessera(accounts, seed, Path(tmp), threshold)
     results["tessera"] = {**score(predicted, truth, traps).__dict__, **timings}
     results["plain_splink"] = score(plain_splink(accounts, threshold, seed), truth, traps).__dict__
     results["naive_union"] = score(naive_union(accounts), truth, traps).__dict__
@@ -110,7 +113,13 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(args: Any) -> None:
-    results = run(args.persons, args.seed)
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger("splink").setLevel(logging.ERROR)
+    results = run(args.persons, args.seed, args.threshold)
     print(report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=lambda o: o.__dict__))

@@ -189,7 +189,7 @@ class Population:
                 phone = p.mobile or p.landline
                 if phone:
                     acc["phones"] = [self.noisy_phone(phone)]
-                if r.random() < 0.6:
+                if r.random() < 0.9:  # apps register with an e-mail address
                     acc["emails"] = [self.noisy_email(email)]
             elif source == "loyalty":
                 acc.update(given_name=given, family_name=family, loyalty_cards=[self.noisy_card(p.card)],
@@ -199,7 +199,7 @@ class Population:
                     acc["phones"] = [PLACEHOLDER_PHONE]
                 elif phone and r.random() < 0.6:
                     acc["phones"] = [self.noisy_phone(phone)]
-                if r.random() < 0.5:
+                if r.random() < 0.7:  # asked at sign-up for birthday offers
                     acc["birth_date"] = self._date(p.birth)
             else:  # webshop
                 acc.update(given_name=given, family_name=family, birth_date=self._date(p.birth),

@@ -128,6 +128,9 @@ PREDICT_BLOCKING = (
     ("given_name_phonetic", "postcode"),
     ("birth_date", "given_initial"),
     ("family_name", "postcode"),
+    ("given_name", "family_name"),
+    ("first_email",),
+    ("first_phone",),
 )
 # EM sessions: together they leave no comparison untrained; none is blocked on an identifier
 # (Splink 5's EM fails with m=0 when blocked on e-mail or phone).
@@ -135,7 +138,8 @@ EM_BLOCKING = (("birth_date",), ("family_name_phonetic", "postcode"))
 # Deterministic rules for the prior (probability two random records match).
 PRIOR_RULES = (("given_name", "family_name", "birth_date"), ("family_name", "birth_date", "postcode"))
 COLUMNS = ("unique_id", "given_name", "family_name", "given_name_phonetic", "family_name_phonetic", "birth_date",
-           "street", "house_number", "postcode", "city", "emails", "phones", "birth_year", "given_initial")
+           "street", "house_number", "postcode", "city", "emails", "phones", "birth_year", "given_initial",
+           "first_email", "first_phone")
 
 
 def splink_settings() -> dict[str, Any]:
@@ -186,4 +190,6 @@ def prepare(record: Record) -> Record:
     out["birth_year"] = bd[:4] if bd else None
     gn = record.get("given_name")
     out["given_initial"] = gn[:1] if gn else None
+    out["first_email"] = out["emails"][0] if out["emails"] else None
+    out["first_phone"] = out["phones"][0] if out["phones"] else None
     return out
