@@ -480,50 +480,52 @@ class IdentityService:
         return model, merged
 
     def relink(self, model: TrainedModel, rows: list[dict[str, Any]]) -> int:
-        """Bulk linking: Splink scores all blocked pairs and clusters them; persons inside one
-        cluster merge into the oldest, under the same guards and manual decisions as real time.
-        Grey-zone pairs across persons go to the review queue."""
+        """Bulk linking: Splink scores all blocked pairs and clusters them at the link threshold.
+        Inside each cluster, persons are joined along the scored pairs, strongest first, only while
+        the guards and manual decisions allow (a constrained union: a family member in a cluster
+        does not stop the other members' own accounts from joining). Grey-zone pairs across persons
+        go to the review queue."""
         if not rows:
             return 0
         pairs, clusters = predict_and_cluster(model, [r["match"] for r in rows], threshold=self.thresholds.link)
         by_account = {r["account_id"]: r for r in rows}
-        review = []
+        review, edges = [], []
         for pair in pairs.itertuples():
             a, b = by_account.get(pair.unique_id_l), by_account.get(pair.unique_id_r)
-            if a and b and a["person_id"] != b["person_id"] and \
-                    self.thresholds.review <= pair.match_probability < self.thresholds.link:
-                review.append({"id": _pair_id(a["account_id"], b["account_id"]),
-                               "a": min(a["account_id"], b["account_id"]), "b": max(a["account_id"], b["account_id"]),
-                               "probability": float(pair.match_probability)})
+            if not a or not b or a["person_id"] == b["person_id"]:
+                continue
+            p = float(pair.match_probability)
+            if p >= self.thresholds.link and clusters.get(a["account_id"]) == clusters.get(b["account_id"]):
+                edges.append((p, a["person_id"], b["person_id"]))
+            elif p >= self.thresholds.review:
+                lo, hi = sorted((a["account_id"], b["account_id"]))
+                review.append({"id": _pair_id(lo, hi), "a": lo, "b": hi, "probability": p})
         now = now_ms()
         for start in range(0, len(review), 1000):
             self.store.put_review(review[start:start + 1000], now)
-        groups: dict[str, dict[str, guards.Candidate]] = {}
-        for account_id, cluster in clusters.items():
-            row = by_account.get(account_id)
-            if row is None:
-                continue
-            persons = groups.setdefault(cluster, {})
+        persons: dict[str, guards.Candidate] = {}
+        for row in rows:
             cand = persons.setdefault(row["person_id"], guards.Candidate(
                 person_id=row["person_id"], created_at=row["person_created_at"], method=METHOD_PROBABILISTIC))
             cand.traits.append(guards.Traits.of(row["match"]))
+        involved = sorted({x for _p, a, b in edges for x in (a, b)})
+        cannot: set[tuple[str, str]] = set()
+        for start in range(0, len(involved), 1000):
+            chunk = involved[start:start + 1000]
+            cannot.update(self.store.cannot_link_between_persons(chunk))
+            for pid, held in self.store.person_identifiers(chunk).items():
+                persons[pid].identifiers = held
+        groups = guards.ConstrainedUnion({pid: persons[pid] for pid in involved}, cannot, self.kind_limits)
+        for _p, a, b in sorted(edges, reverse=True):
+            groups.join(a, b)
         merged = 0
-        for persons in groups.values():
-            if len(persons) < 2:
+        for members in groups.groups():
+            if len(members) < 2:
                 continue
-            ordered = sorted(persons.values(), key=lambda c: (c.created_at, c.person_id))
-            held = self.store.person_identifiers([c.person_id for c in ordered])
-            for c in ordered:
-                c.identifiers = held.get(c.person_id, {})
-            cannot = set(self.store.cannot_link_between_persons([c.person_id for c in ordered]))
-            selection = guards.select_persons(guards.Traits(), {}, ordered[1:], cannot_link=set(),
-                                              cannot_link_pairs=cannot, kind_limits=self.kind_limits,
-                                              current_person=ordered[0])
-            others = [c.person_id for c in selection.chosen[1:]]
-            if others:
-                self.store.merge_persons(ordered[0].person_id, others, now, reason="bulk_link",
-                                         method=METHOD_PROBABILISTIC)
-                merged += len(others)
+            ordered = sorted(members, key=lambda c: (c.created_at, c.person_id))
+            self.store.merge_persons(ordered[0].person_id, [c.person_id for c in ordered[1:]], now,
+                                     reason="bulk_link", method=METHOD_PROBABILISTIC)
+            merged += len(ordered) - 1
         return merged
 
     # ---- changes & erasure -----------------------------------------------------------------

@@ -160,3 +160,45 @@ def select_persons(
         for kind, tokens in cand.identifiers.items():
             union.setdefault(kind, set()).update(tokens)
     return Selection(chosen=chosen, blocked=blocked)
+
+
+class ConstrainedUnion:
+    """Union-find over persons where a union only happens while the joined group stays
+    consistent: no cannot-link decision inside it, no conflicting attributes, identifiers within
+    the per-kind limits."""
+
+    def __init__(self, persons: Mapping[str, Candidate], cannot_link_pairs: set[tuple[str, str]],
+                 kind_limits: Mapping[str, int]):
+        self._parent = {pid: pid for pid in persons}
+        self._members: dict[str, list[Candidate]] = {pid: [c] for pid, c in persons.items()}
+        self._cannot = cannot_link_pairs
+        self._limits = kind_limits
+
+    def _find(self, x: str) -> str:
+        while self._parent[x] != x:
+            self._parent[x] = self._parent[self._parent[x]]
+            x = self._parent[x]
+        return x
+
+    def join(self, a: str, b: str) -> bool:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return True
+        left, right = self._members[ra], self._members[rb]
+        if any(tuple(sorted((x.person_id, y.person_id))) in self._cannot for x in left for y in right):
+            return False
+        if conflict_between([t for c in left for t in c.traits], [t for c in right for t in c.traits]):
+            return False
+        union: dict[str, set[str]] = {}
+        for c in (*left, *right):
+            for kind, tokens in c.identifiers.items():
+                union.setdefault(kind, set()).update(tokens)
+        if any(len(tokens) > self._limits.get(kind, 10**9) for kind, tokens in union.items()):
+            return False
+        self._parent[rb] = ra
+        self._members[ra] = [*left, *right]
+        del self._members[rb]
+        return True
+
+    def groups(self) -> list[list[Candidate]]:
+        return list(self._members.values())
