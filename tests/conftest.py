@@ -37,9 +37,9 @@ def graph_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def log_buffer() -> io.StringIO:
-    """Every log line written by in-process services during the session."""
+    """Every log line written by in-process services during the test."""
     buffer = io.StringIO()
     configure_logging("test", "info", "json", stream=buffer)
     return buffer

@@ -30,6 +30,9 @@ SAFE_KEYS = frozenset(
     }
 )
 
+_UNSCRUBBED = frozenset({"timestamp", "trace_id", "span_id", "level", "path", "graph_uri", "address",
+                         "model_version", "version"})
+
 _TEXT_PATTERNS = [
     re.compile(r"[^\s@'\"<>()]+@[^\s@'\"<>()]+\.[A-Za-z]{2,}"),  # e-mail
     re.compile(r"\+?\d[\d ()/.\-]{6,}\d"),  # phone / card numbers
@@ -51,7 +54,7 @@ def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
             event[key] = scrub_text(value)
         elif key not in SAFE_KEYS:
             event[key] = REDACTED
-        elif isinstance(value, str) and key not in {"path", "graph_uri", "address"}:
+        elif isinstance(value, str) and key not in _UNSCRUBBED:
             event[key] = scrub_text(value)
     return event
 

@@ -189,12 +189,26 @@ def run_import(path: str, *, settings: Settings, assignments: str | None, batch_
         linker.close()
         if not stdin:
             handle.close()
+    if progress.accounts and not _has_model(stub):
+        print("no matching model yet: training the first one on the imported accounts …", file=out)
+        model = stub.TrainModel(pb.TrainModelRequest(), metadata=[(CALLER_HEADER, "tessera-cli")])
+        print(f"model {model.version} trained on {model.training_records:,} accounts; graph re-linked", file=out)
     if assignments:
         write_assignments(stub, sidecar, Path(assignments))
         print(f"wrote final person ids to {assignments}", file=out)
     channel.close()
     print(f"done: {progress.accounts:,} accounts linked, {progress.bad_lines:,} bad lines", file=out)
     return progress.bad_lines
+
+
+def _has_model(stub: identity_pb2_grpc.IdentityServiceStub) -> bool:
+    try:
+        stub.GetModel(pb.GetModelRequest(), metadata=[(CALLER_HEADER, "tessera-cli")])
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 def write_assignments(stub: identity_pb2_grpc.IdentityServiceStub, sidecar: Path, target: Path) -> None:
