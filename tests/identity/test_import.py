@@ -57,7 +57,7 @@ def test_import_reports_bad_lines_resumes_after_kill_and_writes_final_persons(st
     assert 0 < saved["offset"] < data.stat().st_size, "the import was not interrupted part-way"
 
     second = run_cli(["identity", "import", str(data), "--assignments", str(out), "--batch-size", "50"], env)
-    stdout, stderr = second.communicate(timeout=300)
+    _stdout, stderr = second.communicate(timeout=300)
     assert second.returncode == 3, stderr  # finished, with bad lines reported
     assert "resuming at line" in stderr
     assert "training the first one" in stderr  # an empty system trains its first model on the import

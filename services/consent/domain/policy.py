@@ -1,6 +1,6 @@
 """The identity-aware consent decision: may purpose P use this person (on channel C) at time T?
 
-Rules, in order (GDPR Art. 6, 7(3), 18, 21; documented with examples in docs/consent-policy.md):
+Rules, in order (GDPR Art. 6, 7(3), 18, 21; documented with examples in the README, "Consent model"):
 
 1. Unknown purpose, unknown subject, or a channel the purpose does not use → deny.
 2. Restrictive decisions spread to the whole person, whatever the link: a withdrawal or denial
