@@ -20,7 +20,24 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threshold", type=float, default=0.95, help="link threshold (match probability)")
     p.add_argument("--json")
+    p = sub.add_parser("realtime", help="real-time link latency through gRPC with N persons loaded")
+    p.add_argument("--persons", type=int, default=100_000)
+    p.add_argument("--samples", type=int, default=2000)
+    p = sub.add_parser("consent", help="consent check latency/throughput, batch check, ledger verification")
+    p.add_argument("--persons", type=int, default=20_000)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--samples", type=int, default=5000)
     args = parser.parse_args()
+    if args.bench == "realtime":
+        from bench import realtime
+
+        realtime.main(args)
+        return
+    if args.bench == "consent":
+        from bench import consent
+
+        consent.main(args)
+        return
     if args.bench in (None, "accuracy"):
         from bench import accuracy
 

@@ -23,6 +23,10 @@ GET_OR_CREATE = cypher(
     write=True,
 )
 GET = cypher("keystore.get", "MATCH (k:SubjectKey {subject: $subject}) RETURN k.wrapped AS wrapped")
+GET_MANY = cypher(
+    "keystore.get_many",
+    "UNWIND $subjects AS s MATCH (k:SubjectKey {subject: s}) RETURN s AS subject, k.wrapped AS wrapped",
+)
 DESTROY = cypher(
     "keystore.destroy",
     "UNWIND $subjects AS s MATCH (k:SubjectKey {subject: s}) DELETE k RETURN count(k) AS destroyed",
@@ -83,6 +87,24 @@ class SubjectKeys:
             key = self._kek.unwrap(subject, unb64(rows[0]["wrapped"]))
             self._remember(subject, key)
         return DataCipher(key)
+
+    def ciphers(self, subjects: list[str]) -> dict[str, DataCipher]:
+        """Ciphers of existing keys, one round trip for the ones not cached; subjects whose key
+        was destroyed are absent."""
+        out: dict[str, DataCipher] = {}
+        missing = []
+        for subject in dict.fromkeys(subjects):
+            key = self._cached(subject)
+            if key is None:
+                missing.append(subject)
+            else:
+                out[subject] = DataCipher(key)
+        if missing:
+            for row in self._graph.run(GET_MANY, {"subjects": missing}):
+                key = self._kek.unwrap(row["subject"], unb64(row["wrapped"]))
+                self._remember(row["subject"], key)
+                out[row["subject"]] = DataCipher(key)
+        return out
 
     def destroy(self, subjects: list[str]) -> int:
         with self._lock:

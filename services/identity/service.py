@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from services.common.crypto import BlindIndex, DataCipher, b64, unb64
+from services.common.crypto import BlindIndex, b64, unb64
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.common.keystore import SubjectKeys
 from services.identity.domain import guards
@@ -108,16 +108,16 @@ class IdentityService:
     def identifier_token(self, kind: str, value: str) -> str:
         return self.blind.token(kind, value)
 
-    def _cipher(self, account_id: str, wrapped: str | None) -> DataCipher | None:
-        if not wrapped:
-            return None
-        return DataCipher(self.keys._kek.unwrap(f"account:{account_id}", unb64(wrapped)))
-
-    def _decrypt(self, account_id: str, attrs: str | None, wrapped: str | None) -> dict[str, Any] | None:
-        cipher = self._cipher(account_id, wrapped)
-        if cipher is None or not attrs:
-            return None
-        return json.loads(cipher.decrypt("account", unb64(attrs)))
+    def _decrypt_rows(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """account id → decrypted account record, for rows carrying `account_id` and `attrs`.
+        Keys come from the key store's cache or one batched lookup; shredded accounts are absent."""
+        ciphers = self.keys.ciphers([f"account:{r['account_id']}" for r in rows])
+        out = {}
+        for r in rows:
+            cipher = ciphers.get(f"account:{r['account_id']}")
+            if cipher is not None and r.get("attrs"):
+                out[r["account_id"]] = json.loads(cipher.decrypt("account", unb64(r["attrs"])))
+        return out
 
     # ---- link ------------------------------------------------------------------------------
     def normalise(self, raw: dict[str, Any]) -> NormalizedAccount:
@@ -249,11 +249,12 @@ class IdentityService:
             return {}, {}
         linked: dict[str, float] = {}
         review: dict[str, float] = {}
-        for row in self.store.candidates_by_block(account_id, blocks, self.candidate_limit):
+        rows = [row for row in self.store.candidates_by_block(account_id, blocks, self.candidate_limit)
+                if row["person_id"] not in deterministic and not (current and row["person_id"] == current["person_id"])]
+        records = self._decrypt_rows(rows)
+        for row in rows:
             pid = row["person_id"]
-            if pid in deterministic or (current and pid == current["person_id"]):
-                continue
-            other = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
+            other = records.get(row["account_id"])
             if other is None:
                 continue
             result = self.scorer.score(match, other["match"])
@@ -268,10 +269,12 @@ class IdentityService:
         infos: dict[str, guards.Candidate] = {}
         if not person_ids:
             return infos
-        for row in self.store.person_accounts_with_keys(person_ids):
+        rows = self.store.person_accounts_with_keys(person_ids)
+        records = self._decrypt_rows(rows)
+        for row in rows:
             info = infos.setdefault(row["person_id"], guards.Candidate(
                 person_id=row["person_id"], created_at=int(row["person_created_at"] or 0), method=""))
-            rec = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
+            rec = records.get(row["account_id"])
             if rec:
                 info.traits.append(guards.Traits.of(rec["match"]))
         for pid, tokens in self.store.person_identifiers(list(infos)).items():
@@ -324,10 +327,10 @@ class IdentityService:
         rows = self.store.list_accounts(person_id, after, limit)
         if not rows:
             return []
-        keys = {r["account_id"]: r for r in self.store.accounts_with_keys([r["id"] for r in rows])}
+        records = self._decrypt_rows([{"account_id": r["id"], "attrs": r["attrs"]} for r in rows])
         out = []
         for r in rows:
-            rec = self._decrypt(r["id"], r["attrs"], keys.get(r["id"], {}).get("wrapped_key")) or {}
+            rec = records.get(r["id"], {})
             out.append(AccountView(
                 account_id=r["id"], person_id=person_id, source=r["source"],
                 external_id=rec.get("external_id", ""), identifiers=rec.get("identifiers", []),
@@ -409,8 +412,8 @@ class IdentityService:
         for field_name, acc in (("account_a", aid), ("account_b", bid)):
             if acc not in rows:
                 raise NotFound(f"{field_name}: no such account", reason="ACCOUNT_NOT_FOUND")
-        ra = self._decrypt(aid, rows[aid]["attrs"], rows[aid]["wrapped_key"]) or {}
-        rb = self._decrypt(bid, rows[bid]["attrs"], rows[bid]["wrapped_key"]) or {}
+        records = self._decrypt_rows(list(rows.values()))
+        ra, rb = records.get(aid, {}), records.get(bid, {})
         rules: list[str] = []
         ta = {(i["kind"], i["value"]) for i in ra.get("identifiers", [])}
         tb = {(i["kind"], i["value"]) for i in rb.get("identifiers", [])}
@@ -456,8 +459,9 @@ class IdentityService:
         after = ""
         while True:
             rows = self.store.accounts_page(after, page)
+            records = self._decrypt_rows(rows)
             for row in rows:
-                rec = self._decrypt(row["account_id"], row["attrs"], row["wrapped_key"])
+                rec = records.get(row["account_id"])
                 if rec:
                     yield {"account_id": row["account_id"], "person_id": row["person_id"],
                            "person_created_at": int(row["person_created_at"] or 0), "match": rec["match"]}
@@ -559,8 +563,10 @@ def review_rows_to_refs(service: IdentityService, rows: list[dict[str, Any]]) ->
     """Replaces account ids in review rows by (source, external id), decrypted per account."""
     ids = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
     refs: dict[str, tuple[str, str]] = {}
-    for row in service.store.accounts_with_keys(ids) if ids else []:
-        rec = service._decrypt(row["account_id"], row["attrs"], row["wrapped_key"]) or {}
+    rows = service.store.accounts_with_keys(ids) if ids else []
+    records = service._decrypt_rows(rows)
+    for row in rows:
+        rec = records.get(row["account_id"], {})
         refs[row["account_id"]] = (rec.get("source", ""), rec.get("external_id", ""))
     return [{**r, "a": refs.get(r["a"], ("", "")), "b": refs.get(r["b"], ("", ""))} for r in rows
             if r["a"] in refs and r["b"] in refs]

@@ -153,6 +153,14 @@ class _CompiledLevel:
     u: float
 
 
+def match_probability(weight: float) -> float:
+    """2^w / (1 + 2^w), without overflow for very large or very small weights."""
+    if weight >= 0:
+        return 1.0 / (1.0 + 2.0 ** -weight)
+    odds = 2.0 ** weight
+    return odds / (1.0 + odds)
+
+
 class RealtimeScorer:
     """Scores one pair with the trained parameters, in-process, as Splink would."""
 
@@ -197,7 +205,7 @@ class RealtimeScorer:
             total += weight + tf_adj
             contributions.append(Contribution(spec.name, level.label, weight + tf_adj, tf_adj))
             gammas.append(level.gamma)
-        probability = 1.0 / (1.0 + 2.0 ** (-total))
+        probability = match_probability(total)
         return Score(total, probability, self.prior_weight, tuple(contributions), tuple(gammas))
 
 
