@@ -8,6 +8,7 @@ import statistics
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,8 +26,15 @@ def quiet() -> None:
     logging.getLogger("splink").setLevel(logging.ERROR)
 
 
+@dataclass
+class LocalStack:
+    channels: dict[str, grpc.Channel]
+    graph_uri: str
+    home: Path
+
+
 @contextmanager
-def local_stack(*services: str, workers: int = 16) -> Iterator[dict[str, grpc.Channel]]:
+def local_stack(*services: str, workers: int = 16) -> Iterator[LocalStack]:
     quiet()
     with tempfile.TemporaryDirectory() as tmp:
         store = EmbeddedFalkorDB(Path(tmp) / "graph", free_port()).start()
@@ -42,7 +50,7 @@ def local_stack(*services: str, workers: int = 16) -> Iterator[dict[str, grpc.Ch
                 servers.append(RunningServer(_service_builder(service)(runtime), settings).start())
                 channels[service] = grpc.insecure_channel(f"127.0.0.1:{ports[service]}")
                 grpc.channel_ready_future(channels[service]).result(timeout=10)
-            yield channels
+            yield LocalStack(channels, store.uri, Path(tmp) / "home")
         finally:
             for ch in channels.values():
                 ch.close()

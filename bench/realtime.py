@@ -30,8 +30,8 @@ def _batches(persons: int, seed: int, size: int = 500) -> Any:
 
 
 def run(persons: int, samples: int, seed: int = 1) -> dict[str, Any]:
-    with local_stack("identity") as channels:
-        stub = identity_pb2_grpc.IdentityServiceStub(channels["identity"])
+    with local_stack("identity") as stack:
+        stub = identity_pb2_grpc.IdentityServiceStub(stack.channels["identity"])
         started = time.perf_counter()
         loaded = sum(len(r.responses) for r in stub.BatchLinkAccounts(_batches(persons, seed)))
         load_seconds = time.perf_counter() - started

@@ -109,17 +109,45 @@ APPEND_EVENT = cypher(
     write=True,
 )
 
+APPEND_BATCH = cypher(
+    "consent.append_batch",
+    """
+    MATCH (h:LedgerHead {name: 'consent'})
+    WHERE h.seq = $prev_seq AND h.hash = $prev_hash
+    SET h.seq = $head_seq, h.hash = $head_hash
+    WITH h
+    UNWIND $events AS event
+    CREATE (e:ConsentEvent)
+    SET e += event
+    RETURN count(e) AS written
+    """,
+    write=True,
+)
+
 EVENT_BY_REQUEST = cypher(
     "consent.event_by_request",
     "MATCH (e:ConsentEvent {request_id: $request_id}) RETURN e {.*} AS event",
 )
 
+# Two statements rather than one with `WHERE $purpose_id = '' OR …`: on FalkorDB a filter
+# that mixes a parameter test into the predicate defeats the index lookup.
 EVENTS_FOR_SUBJECTS = cypher(
     "consent.events_for_subjects",
     """
     UNWIND $refs AS ref
     MATCH (e:ConsentEvent {subject_ref: ref})
-    WHERE $purpose_id = '' OR e.purpose_id = $purpose_id
+    RETURN e {.*} AS event
+    ORDER BY e.seq
+    """,
+)
+
+EVENTS_FOR_SUBJECTS_AND_PURPOSE = cypher(
+    "consent.events_for_subjects_and_purpose",
+    """
+    UNWIND $refs AS ref
+    MATCH (e:ConsentEvent {subject_ref: ref})
+    WITH e
+    WHERE e.purpose_id = $purpose_id
     RETURN e {.*} AS event
     ORDER BY e.seq
     """,
@@ -130,7 +158,6 @@ EVENTS_FOR_PERSONS = cypher(
     """
     UNWIND $person_ids AS pid
     MATCH (e:ConsentEvent {person_id: pid})
-    WHERE $purpose_id = '' OR e.purpose_id = $purpose_id
     RETURN e {.*} AS event
     ORDER BY e.seq
     """,
@@ -143,7 +170,6 @@ EVENTS_PAGE = cypher(
     WHERE e.seq > $after AND e.seq <= $until
     RETURN e {.*} AS event
     ORDER BY e.seq
-    LIMIT $limit
     """,
 )
 
@@ -233,6 +259,13 @@ class ConsentStore:
                                              "request_id": event["request_id"]})
         return bool(rows)
 
+    def append_batch(self, events: list[dict[str, Any]], prev_seq: int, prev_hash: str) -> bool:
+        """Appends already-sealed, consecutive events in one atomic statement (bulk import of
+        consent history); false when the head moved meanwhile."""
+        rows = self.graph.run(APPEND_BATCH, {"events": events, "prev_seq": prev_seq, "prev_hash": prev_hash,
+                                             "head_seq": events[-1]["seq"], "head_hash": events[-1]["hash"]})
+        return bool(rows) and int(rows[0]["written"]) == len(events)
+
     def event_by_request(self, request_id: str) -> dict[str, Any] | None:
         rows = self.graph.run(EVENT_BY_REQUEST, {"request_id": request_id})
         return rows[0]["event"] if rows else None
@@ -240,16 +273,22 @@ class ConsentStore:
     def events_for_subjects(self, refs: list[str], purpose_id: str = "") -> list[dict[str, Any]]:
         if not refs:
             return []
-        return [r["event"] for r in self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})]
+        if purpose_id:
+            rows = self.graph.run(EVENTS_FOR_SUBJECTS_AND_PURPOSE, {"refs": refs, "purpose_id": purpose_id})
+        else:
+            rows = self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs})
+        return [r["event"] for r in rows]
 
     def events_for_persons(self, person_ids: list[str], purpose_id: str = "") -> list[dict[str, Any]]:
         if not person_ids:
             return []
-        rows = self.graph.run(EVENTS_FOR_PERSONS, {"person_ids": person_ids, "purpose_id": purpose_id})
-        return [r["event"] for r in rows]
+        rows = self.graph.run(EVENTS_FOR_PERSONS, {"person_ids": person_ids})
+        return [r["event"] for r in rows if not purpose_id or r["event"].get("purpose_id") == purpose_id]
 
-    def events_page(self, after: int, until: int, limit: int) -> list[dict[str, Any]]:
-        return [r["event"] for r in self.graph.run(EVENTS_PAGE, {"after": after, "until": until, "limit": limit})]
+    def events_page(self, after: int, until: int) -> list[dict[str, Any]]:
+        """Events with after < seq <= until, in order: callers page by sequence windows, so no
+        page sorts more than its own window."""
+        return [r["event"] for r in self.graph.run(EVENTS_PAGE, {"after": after, "until": until})]
 
     def shred_events(self, refs: list[str]) -> int:
         rows = self.graph.run(SHRED_EVENTS, {"refs": refs}) if refs else []

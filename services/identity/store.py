@@ -221,7 +221,8 @@ GET_PERSON = cypher(
 LIST_ACCOUNTS = cypher(
     "identity.list_accounts",
     """
-    MATCH (a:Account)-[b:BELONGS_TO]->(p:Person {id: $person_id})
+    MATCH (p:Person {id: $person_id})<-[b:BELONGS_TO]-(a:Account)
+    WITH a, b
     WHERE a.id > $after
     RETURN a.id AS id, a.source AS source, a.ref AS ref, a.attrs AS attrs, a.created_at AS created_at,
            a.updated_at AS updated_at, b.method AS method, b.probability AS probability
