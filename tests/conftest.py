@@ -77,8 +77,9 @@ def graph(graph_uri: str, graph_name: str) -> Iterator[GraphClient]:
 class Stack:
     """Starts services in-process against one graph, wiring each to the others' ports."""
 
-    def __init__(self, home: Path, graph_uri: str, graph_name: str):
+    def __init__(self, home: Path, graph_uri: str, graph_name: str, **extra: dict):
         self.home, self.graph_uri, self.graph_name = home, graph_uri, graph_name
+        self.extra = extra
         self.ports = {name: free_port() for name in ("identity", "consent", "profile")}
         self.servers: dict[str, RunningServer] = {}
         self.runtimes: dict[str, Runtime] = {}
@@ -89,6 +90,7 @@ class Stack:
             self.home, self.graph_uri, self.graph_name,
             server={"port": self.ports[service], "grace_seconds": 0.5},
             clients={f"{name}_addr": f"127.0.0.1:{port}" for name, port in self.ports.items()},
+            **self.extra,
         )
 
     def start(self, service: str) -> RunningServer:

@@ -11,6 +11,7 @@ from tessera.consent.v1 import consent_pb2 as pb
 from tessera.consent.v1 import consent_pb2_grpc
 
 from services.common import protos
+from services.common.auth import current_caller
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.unimplemented import not_yet
 from services.consent.domain.purposes import Channel, LawfulBasis, Purpose
@@ -208,7 +209,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def _check(self, subject_msg: Any, purpose: str, channel: int, read_time: Any, field: str = "subject"
                ) -> pb.CheckConsentResponse:
         subject = protos.parse_subject(subject_msg, field)
-        decision, person_id = self.service.check(subject, purpose_id_of(purpose), channel_of(channel),
+        purpose_id = purpose_id_of(purpose)
+        current_caller().require_purpose(purpose_id)
+        decision, person_id = self.service.check(subject, purpose_id, channel_of(channel),
                                                  protos.millis(read_time) if read_time is not None else None)
         out = pb.CheckConsentResponse(
             allowed=decision.allowed, reason=decision.reason,
@@ -230,7 +233,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise InvalidArgument.single("subjects", "name at least one subject")
         if len(request.subjects) > MAX_BATCH:
             raise InvalidArgument.single("subjects", f"at most {MAX_BATCH} subjects")
-        purpose_id_of(request.purpose)
+        current_caller().require_purpose(purpose_id_of(request.purpose))
         channel_of(request.channel)
         return pb.BatchCheckConsentResponse(results=[
             self._check(s, request.purpose, request.channel, None, f"subjects[{i}]")

@@ -223,3 +223,30 @@ def test_tampered_ledger_is_detected(stack, identity, consent, tamper):
     assert not result.valid
     assert result.first_invalid_sequence in (1, 2)
     assert result.reason
+
+
+def test_callers_may_only_check_the_purposes_their_policy_names(tmp_path, graph_uri, graph_name):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("callers:\n  crm-mailer:\n    purposes: [newsletter-email]\n"
+                      "  tessera-consent: {purposes: []}\n  tessera-profile: {purposes: []}\n")
+    stack = Stack(tmp_path / "home", graph_uri, graph_name, auth={"policy_file": str(policy)})
+    try:
+        stack.start("identity")
+        stack.start("consent")
+        consent = consent_pb2_grpc.ConsentServiceStub(stack.channel("consent"))
+        allowed = [("x-tessera-caller", "crm-mailer")]
+        result = consent.CheckConsent(cpb.CheckConsentRequest(subject=acct("webshop", "P1"), purpose=NEWS),
+                                      metadata=allowed)
+        assert result.reason == "no_consent_recorded"
+        with pytest.raises(grpc.RpcError) as err:
+            consent.CheckConsent(cpb.CheckConsentRequest(subject=acct("webshop", "P1"),
+                                                         purpose="purposes/sms-marketing"), metadata=allowed)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(err.value)[0] == "PURPOSE_NOT_ALLOWED_FOR_CALLER"
+        with pytest.raises(grpc.RpcError) as err:
+            consent.CheckConsent(cpb.CheckConsentRequest(subject=acct("webshop", "P1"), purpose=NEWS),
+                                 metadata=[("x-tessera-caller", "stranger")])
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(err.value)[0] == "UNKNOWN_CALLER"
+    finally:
+        stack.stop()
