@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import structlog
 
-from services.common.cli import _service_builder
+from services.common.cli import service_builder
 from services.common.config import Settings
 from services.common.falkordb_server import EmbeddedFalkorDB, free_port
 from services.common.runtime import build_runtime
@@ -47,7 +47,7 @@ def local_stack(*services: str, workers: int = 16) -> Iterator[LocalStack]:
                     server={"port": ports[service], "max_workers": workers},
                     clients={f"{n}_addr": f"127.0.0.1:{p}" for n, p in ports.items()})
                 runtime = build_runtime(service, settings, configure_process=False)
-                servers.append(RunningServer(_service_builder(service)(runtime), settings).start())
+                servers.append(RunningServer(service_builder(service)(runtime), settings).start())
                 channels[service] = grpc.insecure_channel(f"127.0.0.1:{ports[service]}")
                 grpc.channel_ready_future(channels[service]).result(timeout=10)
             yield LocalStack(channels, store.uri, Path(tmp) / "home")

@@ -94,12 +94,12 @@ class Stack:
         )
 
     def start(self, service: str) -> RunningServer:
-        from services.common.cli import _service_builder
+        from services.common.cli import service_builder
 
         settings = self.settings(service)
         runtime = build_runtime(service, settings, configure_process=False)
         self.runtimes[service] = runtime
-        server = RunningServer(_service_builder(service)(runtime), settings).start()
+        server = RunningServer(service_builder(service)(runtime), settings).start()
         self.servers[service] = server
         return server
 

@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.common.server import RunningServer, serve_forever
 
     settings = _settings_or_exit()
-    builder = _service_builder(args.service)
+    builder = service_builder(args.service)
     from services.common.runtime import build_runtime
 
     runtime = build_runtime(args.service, settings)
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service_builder(service: str) -> Callable:
+def service_builder(service: str) -> Callable:
     if service == "identity":
         from services.identity.app import build_service
     elif service == "consent":

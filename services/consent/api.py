@@ -247,7 +247,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         after = int(protos.decode_page_token(request.page_token, fp) or 0)
         events = self.service.history(subject, after, size + 1)
         token = protos.encode_page_token(int(events[size - 1]["seq"]), fp) if len(events) > size else ""
-        records = [record_to_proto(Recorded(e, self.service._receipt(e))) for e in events[:size]]
+        records = [record_to_proto(Recorded(e, self.service.receipt_for(e))) for e in events[:size]]
         return pb.ListConsentRecordsResponse(consent_records=records, next_page_token=token)
 
     def VerifyLedger(self, request: pb.VerifyLedgerRequest, context: grpc.ServicerContext

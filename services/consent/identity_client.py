@@ -3,8 +3,11 @@ every ref of its person (accounts, identifiers, person ids) with the assurance o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import grpc
+import structlog
 from tessera.identity.v1 import identity_pb2 as ipb
 from tessera.identity.v1 import identity_pb2_grpc
 
@@ -18,6 +21,7 @@ from services.identity.domain.normalize import normalize_account
 ASSURANCE = {ipb.LINK_METHOD_NEW_PERSON: "deterministic", ipb.LINK_METHOD_DETERMINISTIC: "deterministic",
              ipb.LINK_METHOD_PROBABILISTIC: "probabilistic", ipb.LINK_METHOD_MANUAL: "manual"}
 STRENGTH = {"manual": 3, "deterministic": 2, "verified": 2, "probabilistic": 1, "unknown": 0}
+log = structlog.get_logger("tessera.consent")
 RAW_KEYS = {"email": "emails", "phone": "phones", "login": "logins", "loyalty": "loyalty_cards"}
 
 
@@ -91,12 +95,6 @@ def _merge(refs: dict[str, str], ref: str, level: str) -> None:
 def follow_person_changes(stub: identity_pb2_grpc.IdentityServiceStub, on_change: Any, stop: Any) -> None:
     """Invalidates cached scopes as identity merges, splits and erases persons. Reconnects after
     errors, resuming after the last change seen; runs until `stop` is set."""
-    import time
-
-    import grpc
-    import structlog
-
-    log = structlog.get_logger("tessera.consent")
     after = 0
     while not stop.is_set():
         try:

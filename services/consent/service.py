@@ -250,7 +250,7 @@ class ConsentService:
             if self.store.append_event({k: v for k, v in event.items() if v is not None}, seq, head):
                 self.cache.forget_persons(set(scope.person_ids))
                 log.info("consent_recorded", kind=kind, purpose=purpose_id, sequence=event["seq"])
-                return Recorded(event, self._receipt(event), subject)
+                return Recorded(event, self.receipt_for(event), subject)
             if request_id and (existing := self.store.event_by_request(request_id)) is not None:
                 return self._replay(existing, purpose_id, kind)
             time.sleep(0.001 * (_attempt + 1))
@@ -260,9 +260,9 @@ class ConsentService:
         if existing.get("purpose_id") != purpose_id or existing.get("kind") != kind:
             raise FailedPrecondition("request_id was already used for a different decision",
                                      reason="REQUEST_ID_REUSED")
-        return Recorded(existing, self._receipt(existing), replayed=True)
+        return Recorded(existing, self.receipt_for(existing), replayed=True)
 
-    def _receipt(self, event: dict[str, Any]) -> Receipt:
+    def receipt_for(self, event: dict[str, Any]) -> Receipt:
         return self.signer.sign(event["event_id"], int(event["seq"]), event["hash"], int(event["recorded_at"]))
 
     # ---- checks -----------------------------------------------------------------------------

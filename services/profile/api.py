@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import grpc
@@ -14,7 +15,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.unimplemented import not_yet
 from services.profile.service import ProfileService, ResolvedPerson
 
-PROFILE_NAME = r"^persons/([A-Za-z0-9_-]{1,64})/profile$"
+PROFILE_NAME = re.compile(r"^persons/([A-Za-z0-9_-]{1,64})/profile$")
 MAX_EVENTS_PER_MESSAGE = 1000
 
 
@@ -77,9 +78,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         return pb.ExportProfileResponse(data=_struct(self.service.export(self._person(person_id))))
 
     def DeleteProfile(self, request: pb.DeleteProfileRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
-        import re
-
-        m = re.match(PROFILE_NAME, request.name)
+        m = PROFILE_NAME.match(request.name)
         if not m:
             raise InvalidArgument.single("name", "must be 'persons/{person}/profile'")
         try:

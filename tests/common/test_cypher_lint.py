@@ -12,7 +12,7 @@ from pathlib import Path
 
 import services
 from services.common.graph import dialect
-from services.common.graph.statements import REGISTRY, Statement
+from services.common.graph.statements import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 LINTER = ROOT / "tools" / "cypher-lint" / "lint.mjs"
@@ -48,8 +48,9 @@ def test_every_registered_statement_passes_the_neo4j_linter():
     assert len(REGISTRY) >= 20, "store modules were not discovered"
     statements = [{"name": s.name, "query": s.text} for s in REGISTRY.values()]
     from services.common import keystore
+    from services.consent import store as consent_store
 
-    for schema in (identity_store.SCHEMA, profile_store.SCHEMA, keystore.SCHEMA):
+    for schema in (identity_store.SCHEMA, profile_store.SCHEMA, consent_store.SCHEMA, keystore.SCHEMA):
         statements += [{"name": f"schema:{t}", "query": t} for t in dialect.neo4j_schema_statements(schema)]
         statements += [{"name": f"falkordb-index:{t}", "query": t} for t in dialect.falkordb_index_statements(schema)]
     problems = lint(statements)
@@ -67,9 +68,9 @@ def test_statements_avoid_constructs_outside_the_portable_subset():
 def test_statement_names_are_unique():
     import pytest
 
-    Statement("x", "RETURN 1")
     from services.common.graph.statements import cypher
 
     cypher("test.unique_name", "RETURN 1 AS x")
+    assert cypher("test.unique_name", "RETURN 1 AS x") == REGISTRY["test.unique_name"]
     with pytest.raises(ValueError, match="duplicate"):
         cypher("test.unique_name", "RETURN 2 AS x")
