@@ -206,13 +206,8 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         return self._record(request.subject, request.purpose, request.channel, "withdraw", request.provenance, None,
                             0, request.request_id, request.HasField("provenance"))
 
-    def _check(self, subject_msg: Any, purpose: str, channel: int, read_time: Any, field: str = "subject"
-               ) -> pb.CheckConsentResponse:
-        subject = protos.parse_subject(subject_msg, field)
-        purpose_id = purpose_id_of(purpose)
-        current_caller().require_purpose(purpose_id)
-        decision, person_id = self.service.check(subject, purpose_id, channel_of(channel),
-                                                 protos.millis(read_time) if read_time is not None else None)
+    @staticmethod
+    def _result(decision: Any, person_id: str | None) -> pb.CheckConsentResponse:
         out = pb.CheckConsentResponse(
             allowed=decision.allowed, reason=decision.reason,
             lawful_basis=BASIS_ENUM.get(decision.lawful_basis, pb.LAWFUL_BASIS_UNSPECIFIED),
@@ -224,8 +219,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
     def CheckConsent(self, request: pb.CheckConsentRequest, context: grpc.ServicerContext
                      ) -> pb.CheckConsentResponse:
-        return self._check(request.subject, request.purpose, request.channel,
-                           request.read_time if request.HasField("read_time") else None)
+        subject = protos.parse_subject(request.subject)
+        purpose_id = purpose_id_of(request.purpose)
+        current_caller().require_purpose(purpose_id)
+        at = protos.millis(request.read_time) if request.HasField("read_time") else None
+        return self._result(*self.service.check(subject, purpose_id, channel_of(request.channel), at))
 
     def BatchCheckConsent(self, request: pb.BatchCheckConsentRequest, context: grpc.ServicerContext
                           ) -> pb.BatchCheckConsentResponse:
@@ -233,11 +231,16 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             raise InvalidArgument.single("subjects", "name at least one subject")
         if len(request.subjects) > MAX_BATCH:
             raise InvalidArgument.single("subjects", f"at most {MAX_BATCH} subjects")
-        current_caller().require_purpose(purpose_id_of(request.purpose))
-        channel_of(request.channel)
-        return pb.BatchCheckConsentResponse(results=[
-            self._check(s, request.purpose, request.channel, None, f"subjects[{i}]")
-            for i, s in enumerate(request.subjects)])
+        purpose_id = purpose_id_of(request.purpose)
+        current_caller().require_purpose(purpose_id)
+        channel = channel_of(request.channel)
+        violations: list[FieldViolation] = []
+        subjects = [_collect(violations, lambda s=s, i=i: protos.parse_subject(s, f"subjects[{i}]"))
+                    for i, s in enumerate(request.subjects)]
+        if violations:
+            raise InvalidArgument(violations)
+        results = self.service.check_many(subjects, purpose_id, channel)
+        return pb.BatchCheckConsentResponse(results=[self._result(d, p) for d, p in results])
 
     def ListConsentRecords(self, request: pb.ListConsentRecordsRequest, context: grpc.ServicerContext
                            ) -> pb.ListConsentRecordsResponse:

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -279,23 +280,50 @@ class ConsentService:
 
     def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None = None
               ) -> tuple[policy.Decision, str | None]:
+        return self.check_many([subject], purpose_id, channel, at_ms)[0]
+
+    def check_many(self, subjects: list[SubjectRef], purpose_id: str, channel: str | None,
+                   at_ms: int | None = None) -> list[tuple[policy.Decision, str | None]]:
+        """Checks subjects for one purpose: scopes resolved concurrently (most from the cache),
+        the ledger read once per thousand refs."""
         at = at_ms or self.clock()
         try:
             purpose = self.current_purpose(purpose_id)
         except NotFound:
-            return policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None
-        scope = self._scope(subject)
+            return [(policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)] * len(subjects)
+        if len(subjects) == 1:
+            scopes = [self._scope(subjects[0])]
+        else:
+            with ThreadPoolExecutor(8) as pool:
+                scopes = list(pool.map(self._scope, subjects))
+        all_refs = sorted({ref for s in scopes if s for ref in s.refs})
+        by_ref: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(all_refs), 1000):
+            for event in self.store.events_for_subjects(all_refs[start:start + 1000], purpose_id):
+                by_ref.setdefault(event["subject_ref"], []).append(event)
+        # A cached scope may miss an account linked since: what was recorded on its person ids
+        # applies too (restrictive decisions bind; such grants do not propagate).
+        stale_persons = sorted({pid for s in scopes if s and not s.fresh for pid in s.person_ids})
+        by_person: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(stale_persons), 1000):
+            for event in self.store.events_for_persons(stale_persons[start:start + 1000], purpose_id):
+                by_person.setdefault(event.get("person_id") or "", []).append(event)
+        versions = self.purpose_versions(purpose_id) if purpose.version > 1 else {1: purpose}
+        return [self._decide(purpose, versions, scope, by_ref, by_person, channel, at) for scope in scopes]
+
+    def _decide(self, purpose: Purpose, versions: dict[int, Purpose], scope: Scope | None,
+                by_ref: dict[str, list[dict[str, Any]]], by_person: dict[str, list[dict[str, Any]]],
+                channel: str | None, at: int) -> tuple[policy.Decision, str | None]:
         if scope is None:
             return policy.decide(purpose, {}, [], {}, target=None, channel=channel, at_ms=at), None
         refs = dict(scope.refs)
-        events = self.store.events_for_subjects(list(refs), purpose_id)
+        events = [e for ref in refs for e in by_ref.get(ref, [])]
         if not scope.fresh:
-            # A cached scope may miss an account linked since: apply what was recorded on the
-            # person's id too (restrictive decisions bind; its grants do not propagate).
-            for event in self.store.events_for_persons(list(scope.person_ids), purpose_id):
-                refs.setdefault(event["subject_ref"], "unknown")
-                events.append(event)
-        versions = self.purpose_versions(purpose_id) if purpose.version > 1 else {1: purpose}
+            for pid in scope.person_ids:
+                for event in by_person.get(pid, []):
+                    if event["subject_ref"] not in scope.refs:
+                        refs.setdefault(event["subject_ref"], "unknown")
+                        events.append(event)
         target = None if scope.target.startswith("person:") else scope.target
         decision = policy.decide(purpose, versions, events, refs, target=target, channel=channel, at_ms=at,
                                  propagation=self.propagation)

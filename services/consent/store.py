@@ -141,6 +141,7 @@ EVENTS_FOR_SUBJECTS = cypher(
     """,
 )
 
+# Checks need only the fields the decision reads, not the whole provenance.
 EVENTS_FOR_SUBJECTS_AND_PURPOSE = cypher(
     "consent.events_for_subjects_and_purpose",
     """
@@ -148,7 +149,8 @@ EVENTS_FOR_SUBJECTS_AND_PURPOSE = cypher(
     MATCH (e:ConsentEvent {subject_ref: ref})
     WITH e
     WHERE e.purpose_id = $purpose_id
-    RETURN e {.*} AS event
+    RETURN e {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
+              .recorded_at, .expires_at, .person_id} AS event
     ORDER BY e.seq
     """,
 )

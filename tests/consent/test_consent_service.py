@@ -250,3 +250,19 @@ def test_callers_may_only_check_the_purposes_their_policy_names(tmp_path, graph_
         assert error_details(err.value)[0] == "UNKNOWN_CALLER"
     finally:
         stack.stop()
+
+
+def test_batch_check_answers_in_request_order(identity, consent):
+    for i in range(4):
+        link(identity, "webshop", f"BC{i}", given=f"Name{i}")
+    grant(consent, acct("webshop", "BC1"))
+    grant(consent, acct("webshop", "BC3"), channel=cpb.CHANNEL_EMAIL)
+    subjects = [acct("webshop", f"BC{i}") for i in range(4)] + [acct("webshop", "unknown")]
+    results = consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=subjects, purpose=NEWS,
+                                                                      channel=cpb.CHANNEL_EMAIL)).results
+    assert [r.allowed for r in results] == [False, True, False, True, False]
+    assert results[1].person.startswith("persons/")
+    with pytest.raises(grpc.RpcError) as err:
+        consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=[acct("webshop", "BC1"), acct("", "x")],
+                                                               purpose=NEWS))
+    assert set(error_details(err.value)[1]) == {"subjects[1].account.source"}
