@@ -4,8 +4,13 @@ latency statistics."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,12 +18,9 @@ from pathlib import Path
 
 import grpc
 import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.cli import service_builder
-from services.common.config import Settings
 from services.common.falkordb_server import EmbeddedFalkorDB, free_port
-from services.common.runtime import build_runtime
-from services.common.server import RunningServer
 
 
 def quiet() -> None:
@@ -35,28 +37,50 @@ class LocalStack:
 
 @contextmanager
 def local_stack(*services: str, workers: int = 16) -> Iterator[LocalStack]:
+    """Each service in its own process (`tessera serve`), as deployed, on an embedded FalkorDB."""
     quiet()
     with tempfile.TemporaryDirectory() as tmp:
         store = EmbeddedFalkorDB(Path(tmp) / "graph", free_port()).start()
         ports = {name: free_port() for name in ("identity", "consent", "profile")}
-        servers, channels = [], {}
+        env = {**os.environ, "TESSERA_HOME": str(Path(tmp) / "home"), "TESSERA_GRAPH_URI": store.uri,
+               "TESSERA_GRAPH_DATABASE": "bench", "TESSERA_LOG_LEVEL": "warning",
+               "TESSERA_SERVER_MAX_WORKERS": str(workers),
+               **{f"TESSERA_CLIENTS_{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in ports.items()}}
+        processes, channels = [], {}
         try:
             for service in services:
-                settings = Settings().replace(
-                    home=Path(tmp) / "home", graph={"uri": store.uri, "database": "bench"},
-                    server={"port": ports[service], "max_workers": workers},
-                    clients={f"{n}_addr": f"127.0.0.1:{p}" for n, p in ports.items()})
-                runtime = build_runtime(service, settings, configure_process=False)
-                servers.append(RunningServer(service_builder(service)(runtime), settings).start())
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "services.common.cli", "serve", service],
+                    env={**env, "TESSERA_SERVER_PORT": str(ports[service])}, stderr=subprocess.DEVNULL))
                 channels[service] = grpc.insecure_channel(f"127.0.0.1:{ports[service]}")
-                grpc.channel_ready_future(channels[service]).result(timeout=10)
+                _wait_serving(channels[service], FULL_NAMES[service])
             yield LocalStack(channels, store.uri, Path(tmp) / "home")
         finally:
             for ch in channels.values():
                 ch.close()
-            for server in servers:
-                server.stop(0)
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                process.wait(30)
             store.stop()
+
+
+FULL_NAMES = {"identity": "tessera.identity.v1.IdentityService", "consent": "tessera.consent.v1.ConsentService",
+              "profile": "tessera.profile.v1.ProfileService"}
+
+
+def _wait_serving(channel: grpc.Channel, name: str, timeout: float = 60.0) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=1).status == \
+                    health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not become SERVING")
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

@@ -43,13 +43,22 @@ def read_key_file(path: str | Path) -> bytes:
 
 
 def load_or_create_key(path: str | Path) -> bytes:
-    """Development helper: reads a key file, creating it (mode 0600) when missing."""
+    """Development helper: reads a key file, creating it (mode 0600) when missing. Safe when
+    several services start at once on a fresh $TESSERA_HOME: the file appears atomically, with its
+    content, and whoever loses the race reads the winner's key."""
     p = Path(path)
     if not p.exists():
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
+        try:
+            os.link(tmp, p)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return read_key_file(p)
 
 

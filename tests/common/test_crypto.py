@@ -83,3 +83,12 @@ def test_concurrent_first_use_agrees_on_one_key(graph):
         blobs = list(pool.map(lambda s: s.cipher_for("account:race").encrypt("f", "v"), stores))
     reader = SubjectKeys(graph, kek)
     assert all(reader.existing_cipher("account:race").decrypt("f", b) == "v" for b in blobs)
+
+
+def test_concurrent_dev_key_creation_agrees(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: load_or_create_key(tmp_path / "keys" / "kek"), range(16)))
+    assert len(keys) == 1
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["kek"]
