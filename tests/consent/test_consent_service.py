@@ -266,3 +266,28 @@ def test_batch_check_answers_in_request_order(identity, consent):
         consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=[acct("webshop", "BC1"), acct("", "x")],
                                                                purpose=NEWS))
     assert set(error_details(err.value)[1]) == {"subjects[1].account.source"}
+
+
+def test_purpose_round_trip_keeps_hostile_strings_and_versions(consent):
+    description = "Angebote für \"Stammkunden\" – O'Brien's \\ 東京 " + "x" * 10_000
+    created = consent.CreatePurpose(cpb.CreatePurposeRequest(purpose_id="loyalty-offers", purpose=cpb.Purpose(
+        display_name="Treue'\"\\", description=description, lawful_basis=cpb.LAWFUL_BASIS_CONSENT,
+        data_categories=["contact"], channels=[cpb.CHANNEL_EMAIL], retention={"seconds": 30 * 86400})))
+    assert (created.name, created.version) == ("purposes/loyalty-offers", 1)
+    fetched = consent.GetPurpose(cpb.GetPurposeRequest(name="purposes/loyalty-offers"))
+    assert fetched.description == description
+    assert fetched.display_name == "Treue'\"\\"
+    wider = consent.UpdatePurpose(cpb.UpdatePurposeRequest(
+        purpose=cpb.Purpose(name="purposes/loyalty-offers", channels=[cpb.CHANNEL_EMAIL, cpb.CHANNEL_SMS]),
+        update_mask={"paths": ["channels"]}))
+    assert (wider.version, wider.requires_fresh_consent) == (2, True)
+    assert consent.GetPurpose(cpb.GetPurposeRequest(name="purposes/loyalty-offers", version=1)).description == \
+        description
+    with pytest.raises(grpc.RpcError) as err:
+        consent.CreatePurpose(cpb.CreatePurposeRequest(purpose_id="Bad Id", purpose=cpb.Purpose()))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error_details(err.value)[1]) == {"purpose_id", "purpose.display_name", "purpose.lawful_basis",
+                                                "purpose.retention"}
+    with pytest.raises(grpc.RpcError) as err:
+        consent.CreatePurpose(cpb.CreatePurposeRequest(purpose_id="loyalty-offers", purpose=created))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
