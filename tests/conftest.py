@@ -77,9 +77,13 @@ def graph(graph_uri: str, graph_name: str) -> Iterator[GraphClient]:
 class Stack:
     """Starts services in-process against one graph, wiring each to the others' ports."""
 
-    def __init__(self, home: Path, graph_uri: str, graph_name: str, **extra: dict):
+    def __init__(self, home: Path, graph_uri: str, graph_name: str, *,
+                 server: dict[str, dict] | None = None, **extra: dict):
+        """`server` holds per-service server settings; `extra` other sections for every service."""
         self.home, self.graph_uri, self.graph_name = home, graph_uri, graph_name
+        self.server = server or {}
         self.extra = extra
+        self.client_host = "127.0.0.1"
         self.ports = {name: free_port() for name in ("identity", "consent", "profile")}
         self.servers: dict[str, RunningServer] = {}
         self.runtimes: dict[str, Runtime] = {}
@@ -88,8 +92,8 @@ class Stack:
     def settings(self, service: str) -> Settings:
         return make_settings(
             self.home, self.graph_uri, self.graph_name,
-            server={"port": self.ports[service], "grace_seconds": 0.5},
-            clients={f"{name}_addr": f"127.0.0.1:{port}" for name, port in self.ports.items()},
+            server={"port": self.ports[service], "grace_seconds": 0.5, **self.server.get(service, {})},
+            clients={f"{name}_addr": f"{self.client_host}:{port}" for name, port in self.ports.items()},
             **self.extra,
         )
 
