@@ -299,7 +299,7 @@ class ConsentService:
         all_refs = sorted({ref for s in scopes if s for ref in s.refs})
         by_ref: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(all_refs), 1000):
-            for event in self.store.events_for_subjects(all_refs[start:start + 1000], purpose_id):
+            for event in self.store.latest_events(all_refs[start:start + 1000], purpose_id, at):
                 by_ref.setdefault(event["subject_ref"], []).append(event)
         # A cached scope may miss an account linked since: what was recorded on its person ids
         # applies too (restrictive decisions bind; such grants do not propagate).

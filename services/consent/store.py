@@ -141,17 +141,21 @@ EVENTS_FOR_SUBJECTS = cypher(
     """,
 )
 
-# Checks need only the fields the decision reads, not the whole provenance.
-EVENTS_FOR_SUBJECTS_AND_PURPOSE = cypher(
-    "consent.events_for_subjects_and_purpose",
+# A decision only ever needs, per subject, the latest event of each kind on each channel that
+# took effect by the time asked about; the store reduces the history to those, so a check reads a
+# handful of rows however long the history is.
+LATEST_EVENTS_FOR_SUBJECTS = cypher(
+    "consent.latest_events_for_subjects",
     """
     UNWIND $refs AS ref
     MATCH (e:ConsentEvent {subject_ref: ref})
     WITH e
-    WHERE e.purpose_id = $purpose_id
-    RETURN e {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
-              .recorded_at, .expires_at, .person_id} AS event
-    ORDER BY e.seq
+    WHERE e.purpose_id = $purpose_id AND e.effective_at <= $at
+    WITH e
+    ORDER BY e.effective_at DESC, e.seq DESC
+    WITH e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel, collect(e)[0] AS latest
+    RETURN latest {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
+                   .recorded_at, .expires_at, .person_id} AS event
     """,
 )
 
@@ -272,13 +276,15 @@ class ConsentStore:
         rows = self.graph.run(EVENT_BY_REQUEST, {"request_id": request_id})
         return rows[0]["event"] if rows else None
 
-    def events_for_subjects(self, refs: list[str], purpose_id: str = "") -> list[dict[str, Any]]:
+    def events_for_subjects(self, refs: list[str]) -> list[dict[str, Any]]:
+        """The full history of these subjects, in ledger order."""
+        return [r["event"] for r in self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs})] if refs else []
+
+    def latest_events(self, refs: list[str], purpose_id: str, at_ms: int) -> list[dict[str, Any]]:
+        """Per subject, kind and channel, the latest event effective at `at_ms`."""
         if not refs:
             return []
-        if purpose_id:
-            rows = self.graph.run(EVENTS_FOR_SUBJECTS_AND_PURPOSE, {"refs": refs, "purpose_id": purpose_id})
-        else:
-            rows = self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs})
+        rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id, "at": at_ms})
         return [r["event"] for r in rows]
 
     def events_for_persons(self, person_ids: list[str], purpose_id: str = "") -> list[dict[str, Any]]:

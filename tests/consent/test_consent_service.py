@@ -291,3 +291,17 @@ def test_purpose_round_trip_keeps_hostile_strings_and_versions(consent):
     with pytest.raises(grpc.RpcError) as err:
         consent.CreatePurpose(cpb.CreatePurposeRequest(purpose_id="loyalty-offers", purpose=created))
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_the_latest_of_many_decisions_decides(identity, consent):
+    link(identity, "app", "L1")
+    base = timestamp_pb2.Timestamp()
+    base.GetCurrentTime()
+    for hours in (5, 1, 9, 3, 7):  # recorded out of order of expiry; the last recorded grant counts
+        expiry = timestamp_pb2.Timestamp(seconds=base.seconds + hours * 3600)
+        grant(consent, acct("app", "L1"), expire_time=expiry)
+    result = check(consent, acct("app", "L1"))
+    assert result.allowed
+    assert result.expire_time.seconds == base.seconds + 7 * 3600
+    history = consent.ListConsentRecords(cpb.ListConsentRecordsRequest(subject=acct("app", "L1")))
+    assert result.deciding_record == history.consent_records[-1].name
