@@ -16,13 +16,12 @@ from services.common.crypto import BlindIndex
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.protos import SubjectRef
 from services.consent.service import Scope
-from services.identity.domain.normalize import normalize_account
+from services.identity.domain.normalize import normalize_identifier
 
 ASSURANCE = {ipb.LINK_METHOD_NEW_PERSON: "deterministic", ipb.LINK_METHOD_DETERMINISTIC: "deterministic",
              ipb.LINK_METHOD_PROBABILISTIC: "probabilistic", ipb.LINK_METHOD_MANUAL: "manual"}
 STRENGTH = {"manual": 3, "deterministic": 2, "verified": 2, "probabilistic": 1, "unknown": 0}
 log = structlog.get_logger("tessera.consent")
-RAW_KEYS = {"email": "emails", "phone": "phones", "login": "logins", "loyalty": "loyalty_cards"}
 
 
 class IdentityScopes:
@@ -37,16 +36,11 @@ class IdentityScopes:
         return clients.call(method, request, timeout=self.timeout, caller="tessera-consent", what="identity service")
 
     def identifier_ref(self, kind: str, value: str) -> str:
-        raw: dict[str, Any] = {"source": "consent", "id": "subject"}
-        if kind == "social":
-            provider, _, handle = value.partition(":")
-            raw["social"] = [{"provider": provider, "handle": handle}]
-        else:
-            raw[RAW_KEYS[kind]] = [value]
-        values = [i.value for i in normalize_account(raw, default_region=self.default_region).identifiers]
-        if not values:
-            raise InvalidArgument.single("subject.identifier.value", f"not a valid {kind}")
-        return f"identifier:{self.blind.token(kind, values[0])}"
+        try:
+            normalised = normalize_identifier(kind, value, self.default_region)
+        except ValueError as exc:
+            raise InvalidArgument.single("subject.identifier.value", str(exc)) from exc
+        return f"identifier:{self.blind.token(kind, normalised)}"
 
     def scope(self, subject: SubjectRef) -> Scope:
         if subject.person_id:

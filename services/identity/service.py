@@ -28,6 +28,7 @@ from services.identity.domain.normalize import (
     InvalidAccount,
     NormalizedAccount,
     normalize_account,
+    normalize_identifier,
     to_match_record,
 )
 from services.identity.store import IdentityStore
@@ -309,18 +310,10 @@ class IdentityService:
         return self.get_person(persons[0])
 
     def _normalise_identifier(self, kind: str, raw_value: str) -> str:
-        field_name = {"email": "emails", "phone": "phones", "login": "logins", "loyalty": "loyalty_cards"}
-        raw: dict[str, Any] = {"source": "lookup", "id": "lookup"}
-        if kind == "social":
-            provider, _, handle = raw_value.partition(":")
-            raw["social"] = [{"provider": provider, "handle": handle}]
-        else:
-            raw[field_name[kind]] = [raw_value]
-        acc = self.normalise(raw)
-        values = [i.value for i in acc.identifiers if i.kind == kind]
-        if not values:
-            raise InvalidArgument.single("subject.identifier.value", f"not a valid {kind}")
-        return values[0]
+        try:
+            return normalize_identifier(kind, raw_value, self.default_region)
+        except ValueError as exc:
+            raise InvalidArgument.single("subject.identifier.value", str(exc)) from exc
 
     def list_accounts(self, person_id: str, after: str, limit: int) -> list[AccountView]:
         self.get_person(person_id)

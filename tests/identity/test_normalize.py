@@ -132,3 +132,15 @@ def test_malformed_records_raise_with_fields(raw, fields):
     with pytest.raises(InvalidAccount) as err:
         normalize_account(raw)
     assert {f for f, _ in err.value.violations} == fields
+
+
+def test_single_identifier_lookup_spellings():
+    from services.identity.domain.normalize import normalize_identifier
+
+    assert normalize_identifier("email", "A.B+x@gmail.com") == "ab@gmail.com"
+    assert normalize_identifier("phone", "0151 2345678") == "+491512345678"
+    assert normalize_identifier("social", "IG:@Anna.S") == "instagram:anna.s"
+    assert normalize_identifier("login", "webshop:AnnaS") == "webshop:annas"
+    assert normalize_identifier("loyalty", "4111 1111 1111 1111") == "4111111111111111"
+    with pytest.raises(ValueError, match="source:login"):
+        normalize_identifier("login", "annas")

@@ -283,6 +283,25 @@ def cologne_phonetic(name: str | None) -> str | None:
     return out or None
 
 
+def normalize_identifier(kind: str, value: str, default_region: str = "DE") -> str:
+    """One identifier as a lookup names it: social and login values are written
+    "provider:handle" and "source:login". Raises ValueError when it cannot be normalised."""
+    if kind == "email":
+        return normalize_email(value)
+    if kind == "phone":
+        return normalize_phone(value, default_region)[0]
+    if kind == "loyalty":
+        return normalize_loyalty(value)
+    prefix, sep, rest = value.partition(":")
+    if not sep:
+        raise ValueError(f"{kind} identifiers are written {'provider:handle' if kind == 'social' else 'source:login'}")
+    if kind == "social":
+        return normalize_social(prefix, rest)
+    if kind == "login":
+        return normalize_login(prefix.strip(), rest)
+    raise ValueError(f"unknown identifier kind {kind!r}")
+
+
 # ---- records ----------------------------------------------------------------------------------
 def _list(raw: Mapping[str, Any], key: str, violations: list[tuple[str, str]]) -> list[Any]:
     value = raw.get(key)
