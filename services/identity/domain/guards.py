@@ -83,7 +83,9 @@ def conflict(a: Traits, b: Traits) -> str | None:
     if not dates_compatible(a.birth_date, b.birth_date):
         return "conflicting_birth_date"
     if not names_compatible(a.given_name, b.given_name):
-        swapped = a.given_name == b.family_name or a.family_name == b.given_name
+        # Both names must match crosswise: one shared surname alone is what families have.
+        swapped = (a.family_name is not None and b.family_name is not None
+                   and names_compatible(a.given_name, b.family_name) and names_compatible(a.family_name, b.given_name))
         if not swapped:
             return "conflicting_given_name"
     return None

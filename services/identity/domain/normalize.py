@@ -1,11 +1,12 @@
 """Normalisation of account identifiers and attributes before matching.
 
 Every value is brought to one canonical spelling so that equal things compare equal: e-mail
-addresses (case, whitespace, provider rules for dots and plus tags), phone numbers (E.164 with a
-default region), social handles, logins, loyalty cards (separators, Luhn check digit), names
-(case, accents, German umlaut spellings), dates and postcodes. A value that cannot be parsed is
-left out of matching and reported as a `Problem`; only a malformed record as a whole (no source or
-id, wrong JSON shapes) raises `InvalidAccount`.
+addresses (case, whitespace, IDNA domains, provider rules for dots and plus tags), phone numbers
+(E.164 with a default region, valid numbers only, with their line type), social handles, logins,
+loyalty cards (separators, Luhn check digit), names (case, accents, German umlaut spellings, plus a
+Kölner Phonetik key for blocking), birth dates, postcodes, streets and cities. A value that cannot
+be parsed is left out of matching and reported as a `Problem`; only a malformed record as a whole
+(no source or id, wrong JSON shapes) raises `InvalidAccount`. No I/O.
 """
 
 from __future__ import annotations
@@ -19,23 +20,36 @@ from typing import Any
 
 import phonenumbers
 
-# Providers whose mailboxes ignore dots in the local part and/or deliver plus-tagged addresses to
-# the base mailbox. Only where the provider documents the behaviour.
-_EMAIL_RULES: dict[str, tuple[bool, bool, str]] = {
-    # domain: (ignore dots, strip +tag, canonical domain)
-    "gmail.com": (True, True, "gmail.com"),
-    "googlemail.com": (True, True, "gmail.com"),
-    "outlook.com": (False, True, "outlook.com"),
-    "outlook.de": (False, True, "outlook.de"),
-    "hotmail.com": (False, True, "hotmail.com"),
-    "hotmail.de": (False, True, "hotmail.de"),
-    "live.com": (False, True, "live.com"),
-    "live.de": (False, True, "live.de"),
-    "icloud.com": (False, True, "icloud.com"),
-    "me.com": (False, True, "me.com"),
-    "protonmail.com": (False, True, "protonmail.com"),
-    "proton.me": (False, True, "proton.me"),
-    "posteo.de": (False, True, "posteo.de"),
+
+@dataclass(frozen=True)
+class EmailRule:
+    """How a mail provider treats the local part: whether it ignores dots, whether it delivers
+    `local+tag@` to `local@` (subaddressing), and the domain its aliases resolve to."""
+
+    ignore_dots: bool
+    strip_plus_tag: bool
+    canonical_domain: str
+
+
+# Only providers that document the behaviour for every mailbox are listed. Providers that do not
+# deliver plus-tagged addresses to the base mailbox (GMX, WEB.DE, T-Online, Yahoo, which uses
+# "-" for separately created disposable addresses) are deliberately absent: there, "a+b@" is a
+# different mailbox from "a@" and the tag is kept.
+_GMAIL = EmailRule(ignore_dots=True, strip_plus_tag=True, canonical_domain="gmail.com")
+EMAIL_RULES: dict[str, EmailRule] = {
+    "gmail.com": _GMAIL,
+    "googlemail.com": _GMAIL,
+    # Microsoft consumer mail (Outlook.com) supports plus addressing on all its domains.
+    **{d: EmailRule(False, True, d) for d in (
+        "outlook.com", "outlook.de", "outlook.at", "outlook.fr", "outlook.it", "outlook.es",
+        "hotmail.com", "hotmail.de", "hotmail.co.uk", "hotmail.fr", "hotmail.it", "hotmail.es",
+        "live.com", "live.de", "live.at", "live.co.uk", "live.fr", "live.it", "msn.com")},
+    # iCloud Mail: icloud.com, me.com and mac.com are one mailbox family, but an address only
+    # exists on the domains the account owns, so the domain is kept.
+    **{d: EmailRule(False, True, d) for d in ("icloud.com", "me.com", "mac.com")},
+    **{d: EmailRule(False, True, d) for d in ("protonmail.com", "protonmail.ch", "proton.me", "pm.me")},
+    "posteo.de": EmailRule(False, True, "posteo.de"),
+    **{d: EmailRule(False, True, d) for d in ("fastmail.com", "fastmail.fm")},
 }
 # Role addresses belong to a function, not a person; colleagues share them. They never link
 # accounts deterministically (they still count as evidence in the probabilistic model).
@@ -47,14 +61,34 @@ ROLE_LOCAL_PARTS = frozenset({
 })
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 _SOCIAL_ALIASES = {"ig": "instagram", "insta": "instagram", "fb": "facebook", "x": "twitter", "tw": "twitter",
-                   "tt": "tiktok", "google": "google", "apple": "apple", "linkedin": "linkedin"}
+                   "tt": "tiktok", "yt": "youtube", "li": "linkedin"}
+_PROVIDER = re.compile(r"^[a-z0-9]{2,32}$")
 _HANDLE = re.compile(r"^[a-z0-9._-]{1,64}$")
-_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "œ": "oe"})
-_STREET_SUFFIX = re.compile(r"(strasse|str\.?|straße)$")
+# German spellings first (ä → ae, so "Müller" meets "Mueller"), then letters NFKD cannot take apart.
+_LETTERS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "œ": "oe",
+                          "ı": "i", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ħ": "h"})
 _HOUSE_NUMBER = re.compile(r"^(.*?)[\s,]*(\d+\s*[a-z]?(?:\s*[-/]\s*\d+\s*[a-z]?)?)$")
-_POSTCODE_RULES = {"DE": re.compile(r"^\d{5}$"), "AT": re.compile(r"^\d{4}$"), "CH": re.compile(r"^\d{4}$")}
+_STREET_WORD = re.compile(r"\s*(strasse|str)\b")
+_POSTCODE_RULES = {"DE": re.compile(r"^\d{5}$"), "AT": re.compile(r"^\d{4}$"), "CH": re.compile(r"^\d{4}$"),
+                   "NL": re.compile(r"^\d{4}[A-Z]{2}$"), "PL": re.compile(r"^\d{2}-?\d{3}$"),
+                   "FR": re.compile(r"^\d{5}$"), "DK": re.compile(r"^\d{4}$"), "LU": re.compile(r"^\d{4}$")}
+_COUNTRY_NAMES = {"deutschland": "DE", "germany": "DE", "deu": "DE", "brd": "DE", "d": "DE",
+                  "oesterreich": "AT", "austria": "AT", "aut": "AT", "schweiz": "CH", "switzerland": "CH",
+                  "suisse": "CH", "che": "CH", "niederlande": "NL", "netherlands": "NL", "polen": "PL",
+                  "poland": "PL", "frankreich": "FR", "france": "FR", "daenemark": "DK", "denmark": "DK",
+                  "luxemburg": "LU", "luxembourg": "LU"}
+# Birth dates as people type them; each pattern names its groups, the year always has four digits.
+_DATE_PATTERNS = (
+    re.compile(r"^(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})$"),
+    re.compile(r"^(?P<y>\d{4})/(?P<m>\d{1,2})/(?P<d>\d{1,2})$"),
+    re.compile(r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})$"),
+    re.compile(r"^(?P<d>\d{1,2})\.\s?(?P<m>\d{1,2})\.\s?(?P<y>\d{4})$"),
+    re.compile(r"^(?P<d>\d{1,2})/(?P<m>\d{1,2})/(?P<y>\d{4})$"),  # European order, as German forms use
+)
+IDENTIFIER_KINDS = ("email", "phone", "social", "login", "loyalty")
 ACCOUNT_FIELDS = {"source", "id", "emails", "phones", "social", "logins", "loyalty_cards", "given_name",
                   "family_name", "birth_date", "address"}
+DEFAULT_LUHN_MIN_DIGITS = 13
 
 
 class InvalidAccount(ValueError):
@@ -99,6 +133,10 @@ class NormalizedAccount:
     display: Mapping[str, Any] = field(default_factory=dict)  # the values as given, for display
     problems: tuple[Problem, ...] = ()
 
+    @property
+    def unique_id(self) -> str:
+        return f"{self.source}:{self.external_id}"
+
     def attributes_dict(self) -> dict[str, Any]:
         """The attributes as the person gave them (trimmed), for display and export."""
         return dict(self.display)
@@ -106,14 +144,24 @@ class NormalizedAccount:
 
 # ---- single values ----------------------------------------------------------------------------
 def fold(text: str) -> str:
-    """Case, accents and German spellings folded: 'Müller', 'MUELLER', 'Mueller' → 'mueller'."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_UMLAUTS)
+    """Case, accents and German spellings folded: 'Müller', 'MUELLER', 'Mueller' → 'mueller';
+    'José-María' → 'jose maria'. Punctuation and hyphens become single spaces."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_LETTERS)
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    text = re.sub(r"[^\w\s]", " ", text)
+    text = re.sub(r"[\W_]+", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
+def normalize_name(raw: str) -> str:
+    """A given or family name folded for comparison; raises ValueError when no letter is left."""
+    value = fold(raw)
+    if not any(c.isalpha() for c in value):
+        raise ValueError("name has no letters")
+    return value
+
+
 def normalize_email(raw: str) -> str:
+    """Trimmed, lower case, IDNA (punycode) domain, provider rules from `EMAIL_RULES` applied."""
     value = unicodedata.normalize("NFKC", raw).strip().lower()
     if value.startswith("mailto:"):
         value = value[7:]
@@ -124,18 +172,25 @@ def normalize_email(raw: str) -> str:
         domain = domain.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise ValueError("e-mail domain is not a valid host name") from exc
-    ignore_dots, strip_tag, canonical = _EMAIL_RULES.get(domain, (False, False, domain))
-    if strip_tag and "+" in local:
-        local = local.split("+", 1)[0]
-    if ignore_dots:
-        local = local.replace(".", "")
+    rule = EMAIL_RULES.get(domain)
+    if rule:
+        if rule.strip_plus_tag:
+            local = local.split("+", 1)[0]
+        if rule.ignore_dots:
+            local = local.replace(".", "")
+        domain = rule.canonical_domain
     if not local:
         raise ValueError("e-mail local part is empty")
-    return f"{local}@{canonical}"
+    return f"{local}@{domain}"
+
+
+_LINE_TYPES = {phonenumbers.PhoneNumberType.MOBILE: "mobile", phonenumbers.PhoneNumberType.FIXED_LINE: "fixed"}
 
 
 def normalize_phone(raw: str, default_region: str = "DE") -> tuple[str, str]:
-    """(E.164, line type). '0049…' and '+49…' and national '0151…' all give the same number."""
+    """(E.164, line type "mobile" | "fixed" | "unknown"). '0049…', '+49 (0)…' and national
+    '0151…' spellings give the same number; numbers `phonenumbers` does not consider valid for
+    their region are rejected. Landlines are shared by households, hence the line type."""
     text = raw.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
@@ -143,21 +198,18 @@ def normalize_phone(raw: str, default_region: str = "DE") -> tuple[str, str]:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
         raise ValueError("not a phone number") from exc
-    # Possible (right length for the region), not strictly valid: number plans change faster
-    # than the library, and a canonical spelling is what matching needs.
-    if not phonenumbers.is_possible_number(number) or len(str(number.national_number)) < 6:
-        raise ValueError("not a possible phone number")
-    kind = phonenumbers.number_type(number)
-    line = {phonenumbers.PhoneNumberType.MOBILE: "mobile", phonenumbers.PhoneNumberType.FIXED_LINE: "fixed",
-            phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE: "unknown"}.get(kind, "unknown")
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number")
+    line = _LINE_TYPES.get(phonenumbers.number_type(number), "unknown")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), line
 
 
 def normalize_social(provider: str, handle: str) -> str:
+    """'provider:handle', lower case, leading '@' dropped, provider aliases ('ig', 'fb') resolved."""
     p = fold(provider).replace(" ", "")
     p = _SOCIAL_ALIASES.get(p, p)
     h = unicodedata.normalize("NFKC", handle).strip().lower().lstrip("@")
-    if not p or not re.match(r"^[a-z0-9]{2,32}$", p):
+    if not _PROVIDER.match(p):
         raise ValueError("unknown social provider")
     if not _HANDLE.match(h):
         raise ValueError("social handle has characters a handle cannot have")
@@ -165,6 +217,8 @@ def normalize_social(provider: str, handle: str) -> str:
 
 
 def normalize_login(source: str, raw: str) -> str:
+    """'source:login' with the login trimmed and case-folded; the source scopes it (the caller's
+    choice of source is kept as given)."""
     value = unicodedata.normalize("NFKC", raw).strip().casefold()
     if not value or len(value) > 128:
         raise ValueError("login must be 1–128 characters")
@@ -181,36 +235,57 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def normalize_loyalty(raw: str) -> str:
-    """Digits only. Cards of 13–19 digits carry a Luhn check digit (the ISO/IEC 7812 layout
-    loyalty schemes use); shorter in-house numbers have none and are kept as they are."""
+def normalize_loyalty(raw: str, luhn_min_digits: int | None = DEFAULT_LUHN_MIN_DIGITS) -> str:
+    """Digits only (spaces, dashes, dots and slashes removed), 6–19 digits.
+
+    Card numbers of `luhn_min_digits` or more digits (default 13) are taken to follow the
+    ISO/IEC 7812 layout that printed loyalty and payment cards use, whose last digit is a Luhn
+    check digit; a wrong check digit means a typo and the number is rejected. Shorter numbers are
+    in-house customer numbers without a check digit and are kept as they are. Pass None to
+    switch the check off for a scheme without check digits."""
     digits = re.sub(r"[\s\-./]", "", raw.strip())
-    if not digits.isdigit():
+    if not digits.isascii() or not digits.isdigit():
         raise ValueError("card number must consist of digits")
     if not 6 <= len(digits) <= 19:
         raise ValueError("card number must have 6–19 digits")
-    if len(digits) >= 13 and not luhn_ok(digits):
+    if luhn_min_digits is not None and len(digits) >= luhn_min_digits and not luhn_ok(digits):
         raise ValueError("card number check digit is wrong")
     return digits
 
 
 def normalize_date(raw: str, today: dt.date | None = None) -> str:
+    """A birth date as ISO 'YYYY-MM-DD' from '1988-04-09', '09.04.1988', '9.4.1988', '1988/04/09',
+    '19880409' or '09/04/1988' (day first). Impossible dates, dates before 1900 and dates after
+    `today` are rejected."""
     text = raw.strip()
-    for fmt in ("%Y-%m-%d", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d", "%d/%m/%Y"):
-        try:
-            parsed = dt.datetime.strptime(text, fmt).date()
+    for pattern in _DATE_PATTERNS:
+        m = pattern.match(text)
+        if m:
             break
-        except ValueError:
-            continue
     else:
         raise ValueError("not a date (use YYYY-MM-DD)")
+    try:
+        parsed = dt.date(int(m["y"]), int(m["m"]), int(m["d"]))
+    except ValueError as exc:
+        raise ValueError("no such date") from exc
     if parsed.year < 1900 or parsed > (today or dt.date.today()):
         raise ValueError("birth date out of range")
     return parsed.isoformat()
 
 
+def normalize_country(raw: str) -> str:
+    """ISO 3166 alpha-2 in upper case; a few common names ('Deutschland', 'Austria') are mapped."""
+    key = fold(raw).replace(" ", "")
+    value = _COUNTRY_NAMES.get(key, key.upper())
+    if not re.match(r"^[A-Z]{2}$", value):
+        raise ValueError("country must be an ISO 3166 two-letter code")
+    return value
+
+
 def normalize_postcode(raw: str, country: str) -> str:
-    value = re.sub(r"\s+", "", raw.strip().upper())
+    """Upper case without spaces. DE (and a few neighbours) must match the national format, for
+    DE exactly five digits; nothing is padded or guessed."""
+    value = re.sub(r"\s+", "", unicodedata.normalize("NFKC", raw).strip().upper())
     rule = _POSTCODE_RULES.get(country)
     if rule and not rule.match(value):
         raise ValueError(f"not a {country} postcode")
@@ -220,23 +295,26 @@ def normalize_postcode(raw: str, country: str) -> str:
 
 
 def normalize_street(raw: str) -> tuple[str | None, str | None]:
-    """('Hauptstr. 5a') → ('hauptstr', '5a'): street folded with 'straße'/'strasse'/'str.' → 'str'."""
+    """('Hauptstr. 5a') → ('hauptstr', '5a'). The street is folded like names, 'straße',
+    'strasse', 'str.' and 'str' all become 'str', and spaces are dropped so that 'Lange Straße'
+    and 'Langestr.' compare equal. A trailing house number ('5a', '5 A', '12-14', '3/1') is split
+    off and returned without spaces."""
     text = unicodedata.normalize("NFKC", raw).strip().casefold()
     number = None
     m = _HOUSE_NUMBER.match(text)
     if m and m.group(1):
         text, number = m.group(1), re.sub(r"\s+", "", m.group(2))
-    street = fold(text)
-    street = re.sub(r"\s*(strasse|str)\b", "str", street)
-    street = street.replace(" ", "")
+    street = _STREET_WORD.sub("str", fold(text)).replace(" ", "")
     return (street or None), number
 
 
 def cologne_phonetic(name: str | None) -> str | None:
-    """Kölner Phonetik of a folded name (the usual phonetic code for German names)."""
+    """Kölner Phonetik of a (folded) name: the usual phonetic code for German names, for blocking.
+    'Müller', 'Mueller' and 'Muller' share a code, as do 'Meyer' and 'Maier'."""
     if not name:
         return None
-    s = re.sub(r"[^a-z]", "", name.replace("ae", "a").replace("oe", "o").replace("ue", "u").replace("ss", "s"))
+    s = fold(name)
+    s = re.sub(r"[^a-z]", "", s.replace("ae", "a").replace("oe", "o").replace("ue", "u"))
     if not s:
         return None
     codes = []
@@ -245,25 +323,23 @@ def cologne_phonetic(name: str | None) -> str | None:
         nxt = s[i + 1] if i + 1 < len(s) else ""
         if c in "aeijouy":
             code = "0"
-        elif c == "h":
-            code = ""
         elif c == "b":
             code = "1"
         elif c == "p":
             code = "3" if nxt == "h" else "1"
         elif c in "dt":
-            code = "8" if nxt in "csz" else "2"
+            code = "8" if nxt in ("c", "s", "z") else "2"
         elif c in "fvw":
             code = "3"
         elif c in "gkq":
             code = "4"
         elif c == "c":
             if i == 0:
-                code = "4" if nxt in "ahkloqrux" else "8"
+                code = "4" if nxt and nxt in "ahkloqrux" else "8"
             else:
-                code = "8" if prev in "sz" or nxt not in "ahkoqux" else "4"
+                code = "8" if prev in ("s", "z") or not nxt or nxt not in "ahkoqux" else "4"
         elif c == "x":
-            code = "8" if prev in "ckq" else "48"
+            code = "8" if prev in ("c", "k", "q") else "48"
         elif c == "l":
             code = "5"
         elif c in "mn":
@@ -272,14 +348,14 @@ def cologne_phonetic(name: str | None) -> str | None:
             code = "7"
         elif c in "sz":
             code = "8"
-        else:
+        else:  # h and anything else carry no code
             code = ""
         codes.append(code)
     out = ""
-    for code in "".join(codes):
-        if not out or out[-1] != code:
-            out += code
-    out = out[0] + out[1:].replace("0", "") if out else out
+    for digit in "".join(codes):
+        if not out or out[-1] != digit:
+            out += digit
+    out = out[:1] + out[1:].replace("0", "")
     return out or None
 
 
@@ -323,20 +399,27 @@ def _text(raw: Mapping[str, Any], key: str, violations: list[tuple[str, str]], w
     return value.strip() or None
 
 
-def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
-                      today: dt.date | None = None) -> NormalizedAccount:
+def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE", today: dt.date | None = None,
+                      luhn_min_digits: int | None = DEFAULT_LUHN_MIN_DIGITS) -> NormalizedAccount:
+    """One account of the JSON import contract, normalised.
+
+    Raises `InvalidAccount` (with every violation) only when the record's shape is wrong: not an
+    object, `source` or `id` missing, empty or not a string (or `source` containing ':', which
+    would make "source:id" ambiguous), a list field that is not a list, `address` not an object,
+    a scalar field that is not a string. Every unparseable value is left out and reported in
+    `problems`; duplicates of one identifier collapse."""
     if not isinstance(raw, Mapping):
         raise InvalidAccount([("", "an account must be a JSON object")])
     violations: list[tuple[str, str]] = []
     problems: list[Problem] = []
     for key in ("source", "id"):
         value = raw.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and key == "id":
-            continue
         if not isinstance(value, str) or not value.strip():
             violations.append((key, "required, a non-empty string"))
-    source = str(raw.get("source", "")).strip()
-    external_id = str(raw.get("id", "")).strip()
+    source = raw["source"].strip() if isinstance(raw.get("source"), str) else ""
+    external_id = raw["id"].strip() if isinstance(raw.get("id"), str) else ""
+    if ":" in source:
+        violations.append(("source", "must not contain ':'"))
     if len(source) > 64:
         violations.append(("source", "at most 64 characters"))
     if len(external_id) > 256:
@@ -355,7 +438,7 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
     postcode_raw = _text(address, "postcode", violations, "address.postcode")
     city_raw = _text(address, "city", violations, "address.city")
     region_raw = _text(address, "region", violations, "address.region")
-    country = (_text(address, "country", violations, "address.country") or default_region).upper()
+    country_raw = _text(address, "country", violations, "address.country")
     if violations:
         raise InvalidAccount(violations)
 
@@ -365,7 +448,7 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
         try:
             result = fn(*args)
         except (ValueError, TypeError, AttributeError) as exc:
-            problems.append(Problem(field_name, str(exc) if isinstance(exc, ValueError) else "wrong type"))
+            problems.append(Problem(field_name, str(exc) if isinstance(exc, ValueError) else "must be a string"))
             return
         value, line = result if isinstance(result, tuple) else (result, None)
         identifiers.setdefault((kind, value), Identifier(kind, value, line))
@@ -373,7 +456,7 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
     for i, v in enumerate(emails):
         add("email", f"emails[{i}]", normalize_email, v)
     for i, v in enumerate(phones):
-        add("phone", f"phones[{i}]", lambda x: normalize_phone(x, default_region), v)
+        add("phone", f"phones[{i}]", normalize_phone, v, default_region)
     for i, v in enumerate(socials):
         if isinstance(v, Mapping):
             add("social", f"social[{i}]", normalize_social, v.get("provider") or "", v.get("handle") or "")
@@ -382,7 +465,8 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
     for i, v in enumerate(logins):
         add("login", f"logins[{i}]", normalize_login, source, v)
     for i, v in enumerate(cards):
-        add("loyalty", f"loyalty_cards[{i}]", normalize_loyalty, str(v) if isinstance(v, int) else v)
+        card = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        add("loyalty", f"loyalty_cards[{i}]", normalize_loyalty, card, luhn_min_digits)
 
     def attr(field_name: str, fn: Any, value: str | None) -> Any:
         if value is None:
@@ -393,9 +477,17 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
             problems.append(Problem(field_name, str(exc)))
             return None
 
+    country = attr("address.country", normalize_country, country_raw)
+    if country is None:
+        country = default_region.upper()
+    given_name = attr("given_name", normalize_name, given)
+    family_name = attr("family_name", normalize_name, family)
     birth_date = attr("birth_date", lambda v: normalize_date(v, today), birth)
     postcode = attr("address.postcode", lambda v: normalize_postcode(v, country), postcode_raw)
     street, number = normalize_street(street_raw) if street_raw else (None, None)
+    if street_raw and street is None:
+        problems.append(Problem("address.street", "street has no name"))
+    city = attr("address.city", normalize_name, city_raw)
     display = {k: v for k, v in {
         "given_name": given, "family_name": family, "birth_date": birth_date,
         "address": {k: v for k, v in {"street": street_raw, "postcode": postcode, "city": city_raw,
@@ -403,16 +495,15 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE",
     }.items() if v}
     return NormalizedAccount(
         source=source, external_id=external_id, identifiers=tuple(identifiers.values()),
-        given_name=fold(given) or None if given else None, family_name=fold(family) or None if family else None,
-        birth_date=birth_date, street=street, house_number=number, postcode=postcode,
-        city=fold(city_raw) or None if city_raw else None, country=country, display=display,
+        given_name=given_name, family_name=family_name, birth_date=birth_date, street=street,
+        house_number=number, postcode=postcode, city=city, country=country, display=display,
         problems=tuple(problems))
 
 
 def to_match_record(acc: NormalizedAccount) -> dict[str, Any]:
-    """The flat record the probabilistic model compares."""
+    """The flat record the probabilistic model compares; absent values are None or []."""
     return {
-        "unique_id": f"{acc.source}:{acc.external_id}",
+        "unique_id": acc.unique_id,
         "given_name": acc.given_name,
         "family_name": acc.family_name,
         "given_name_phonetic": cologne_phonetic(acc.given_name),

@@ -1,0 +1,31 @@
+"""Pure guard decisions."""
+
+from __future__ import annotations
+
+from services.identity.domain.guards import Candidate, ConstrainedUnion, Traits, conflict, names_compatible
+
+
+def test_names_tolerate_typos_prefixes_and_full_swaps_but_not_families():
+    assert names_compatible("lena", "lnea")  # swapped neighbours: one typo
+    assert names_compatible("christoph", "christopher")
+    assert not names_compatible("lena", "lisa")
+    assert conflict(Traits("anna", "schmidt"), Traits("schmidt", "anna")) is None  # fields swapped
+    # One shared surname is what a family has, even when one record has its fields swapped.
+    assert conflict(Traits("charlotte", "wolff"), Traits("wolff", "soeren")) == "conflicting_given_name"
+    assert conflict(Traits("anna", None, "1980-01-02"), Traits("anna", None, "1980-02-01")) is None
+    assert conflict(Traits("anna", None, "1980-01-02"), Traits("anna", None, "1975-06-30")) == "conflicting_birth_date"
+
+
+def test_constrained_union_keeps_conflicting_members_apart():
+    people = {
+        "mother": Candidate("mother", 1, "", traits=[Traits("petra", "krause", "1970-03-02")]),
+        "son_app": Candidate("son_app", 2, "", traits=[Traits("jonas", "krause", "2001-07-19")]),
+        "son_shop": Candidate("son_shop", 3, "", traits=[Traits("jonas", "krause", None)]),
+    }
+    union = ConstrainedUnion(people, set(), {})
+    assert not union.join("mother", "son_app")
+    assert union.join("son_app", "son_shop")
+    assert not union.join("mother", "son_shop")
+    assert sorted(len(g) for g in union.groups()) == [1, 2]
+    blocked = ConstrainedUnion(people, {("son_app", "son_shop")}, {})
+    assert not blocked.join("son_shop", "son_app")
