@@ -100,7 +100,7 @@ def test_phone_line_type_and_region():
     assert normalize_phone("020 7946 0018", "GB")[0] == "+442079460018"
 
 
-@pytest.mark.parametrize("raw", ["", "123", "abc", "+49", "+49 151 2345678", "0151 234", "+49 30 0", "+999 1234567"])
+@pytest.mark.parametrize("raw", ["", "123", "abc", "+49", "0151 23", "+49 30 0", "+999 1234567"])
 def test_bad_phone(raw):
     with pytest.raises(ValueError):  # noqa: PT011
         normalize_phone(raw)

@@ -189,8 +189,10 @@ _LINE_TYPES = {phonenumbers.PhoneNumberType.MOBILE: "mobile", phonenumbers.Phone
 
 def normalize_phone(raw: str, default_region: str = "DE") -> tuple[str, str]:
     """(E.164, line type "mobile" | "fixed" | "unknown"). '0049…', '+49 (0)…' and national
-    '0151…' spellings give the same number; numbers `phonenumbers` does not consider valid for
-    their region are rejected. Landlines are shared by households, hence the line type."""
+    '0151…' spellings give the same number. Numbers of a possible length for their region are
+    accepted even where `phonenumbers` does not know the range as assigned (number plans change
+    faster than the library; a canonical spelling is what matching needs); line types come from
+    ranges it knows. Landlines are shared by households, hence the line type."""
     text = raw.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
@@ -198,8 +200,8 @@ def normalize_phone(raw: str, default_region: str = "DE") -> tuple[str, str]:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
         raise ValueError("not a phone number") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number")
+    if not phonenumbers.is_possible_number(number) or len(str(number.national_number)) < 6:
+        raise ValueError("not a possible phone number")
     line = _LINE_TYPES.get(phonenumbers.number_type(number), "unknown")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), line
 
