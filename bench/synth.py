@@ -90,12 +90,20 @@ class Population:
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
         self.n = 0
+        self.phones_used: set[str] = set()
 
     def _phone(self, mobile: bool) -> str:
         r = self.rng
         if mobile:
             return f"+49 1{r.choice('567')}{r.randint(0, 9)} {r.randint(1000000, 99999999)}"
         return f"+49 {r.choice(['30', '40', '89', '221', '69', '711', '211', '341'])} {r.randint(100000, 9999999)}"
+
+    def _unique_phone(self, mobile: bool) -> str:
+        while True:
+            phone = self._phone(mobile)
+            if phone not in self.phones_used:
+                self.phones_used.add(phone)
+                return phone
 
     def person(self, **overrides: Any) -> Person:
         r = self.rng
@@ -108,13 +116,15 @@ class Population:
         local = f"{given}.{family}".lower()
         for ch, variants in UMLAUT_VARIANTS.items():
             local = local.replace(ch, variants[0])
-        local = local.replace(" ", "") + (str(r.randint(1, 99)) if r.random() < 0.5 else "")
+        # Unique per person (the person number), so no two strangers share an address by accident:
+        # every shared identifier in the population is a deliberate trap.
+        local = local.replace(" ", "") + str(self.n)
         return Person(
             key=f"P{self.n:08d}", given=given, family=family, birth=birth,
             street=overrides.pop("street", r.choice(STREETS)), number=overrides.pop("number", str(r.randint(1, 150))),
             city=city, postcode=postcode, emails=[f"{local}@{r.choice(PROVIDERS)}"],
-            mobile=self._phone(True) if r.random() < 0.8 else None,
-            landline=overrides.pop("landline", self._phone(False) if r.random() < 0.3 else None),
+            mobile=self._unique_phone(True) if r.random() < 0.8 else None,
+            landline=overrides.pop("landline", self._unique_phone(False) if r.random() < 0.3 else None),
             card=luhn_complete("6001" + "".join(str(r.randint(0, 9)) for _ in range(11))),
             handle=f"{local.split('@')[0][:12]}{r.randint(1, 999)}", **overrides)
 
