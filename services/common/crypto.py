@@ -49,8 +49,8 @@ def load_or_create_key(path: str | Path) -> bytes:
     p = Path(path)
     if not p.exists():
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = p.with_name(f".{p.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
         try:
