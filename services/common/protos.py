@@ -6,13 +6,16 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 from tessera.type.v1 import subject_pb2
 
 from services.common.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 IDENTIFIER_KINDS = {
     subject_pb2.IDENTIFIER_KIND_EMAIL: "email",
@@ -61,6 +64,18 @@ def decode_page_token(token: str, request_fingerprint: str, field: str = "page_t
         return data["c"]
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument.single(field, "page token is malformed") from exc
+
+
+def paginate(page_token: str, requested_size: int, request_fingerprint: str,
+             fetch: Callable[[Any, int], list[T]], cursor_of: Callable[[T], Any], *, default_size: int = 50,
+             first_cursor: Any = "") -> tuple[list[T], str]:
+    """One page of a list RPC (AIP-158): fetches one item more than the page size to learn whether
+    another page follows, and returns the items with the next page token ("" on the last page)."""
+    size = page_size(requested_size, default=default_size)
+    cursor = decode_page_token(page_token, request_fingerprint)
+    items = fetch(first_cursor if cursor is None else cursor, size + 1)
+    token = encode_page_token(cursor_of(items[size - 1]), request_fingerprint) if len(items) > size else ""
+    return items[:size], token
 
 
 def fingerprint(*parts: Any) -> str:

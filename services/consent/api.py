@@ -143,12 +143,9 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
 
     def ListPurposes(self, request: pb.ListPurposesRequest, context: grpc.ServicerContext
                      ) -> pb.ListPurposesResponse:
-        size = protos.page_size(request.page_size)
-        fp = protos.fingerprint("ListPurposes")
-        after = protos.decode_page_token(request.page_token, fp) or ""
-        items = self.service.list_purposes(after, size + 1)
-        token = protos.encode_page_token(items[size - 1].purpose_id, fp) if len(items) > size else ""
-        return pb.ListPurposesResponse(purposes=[purpose_to_proto(p) for p in items[:size]], next_page_token=token)
+        items, token = protos.paginate(request.page_token, request.page_size, protos.fingerprint("ListPurposes"),
+                                       self.service.list_purposes, lambda p: p.purpose_id)
+        return pb.ListPurposesResponse(purposes=[purpose_to_proto(p) for p in items], next_page_token=token)
 
     def UpdatePurpose(self, request: pb.UpdatePurposeRequest, context: grpc.ServicerContext) -> pb.Purpose:
         purpose_id = purpose_id_of(request.purpose.name, "purpose.name")
@@ -245,12 +242,12 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def ListConsentRecords(self, request: pb.ListConsentRecordsRequest, context: grpc.ServicerContext
                            ) -> pb.ListConsentRecordsResponse:
         subject = protos.parse_subject(request.subject)
-        size = protos.page_size(request.page_size, default=100)
-        fp = protos.fingerprint("ListConsentRecords", request.subject.SerializeToString().hex())
-        after = int(protos.decode_page_token(request.page_token, fp) or 0)
-        events = self.service.history(subject, after, size + 1)
-        token = protos.encode_page_token(int(events[size - 1]["seq"]), fp) if len(events) > size else ""
-        records = [record_to_proto(Recorded(e, self.service.receipt_for(e))) for e in events[:size]]
+        events, token = protos.paginate(
+            request.page_token, request.page_size,
+            protos.fingerprint("ListConsentRecords", request.subject.SerializeToString().hex()),
+            lambda after, limit: self.service.history(subject, int(after), limit), lambda e: int(e["seq"]),
+            default_size=100, first_cursor=0)
+        records = [record_to_proto(Recorded(e, self.service.receipt_for(e))) for e in events]
         return pb.ListConsentRecordsResponse(consent_records=records, next_page_token=token)
 
     def VerifyLedger(self, request: pb.VerifyLedgerRequest, context: grpc.ServicerContext

@@ -133,12 +133,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     def ListAccounts(self, request: pb.ListAccountsRequest, context: grpc.ServicerContext) -> pb.ListAccountsResponse:
         person_id = protos.parse_person_name(request.parent, "parent")
-        size = protos.page_size(request.page_size)
-        fp = protos.fingerprint("ListAccounts", request.parent)
-        after = protos.decode_page_token(request.page_token, fp) or ""
-        views = self.service.list_accounts(person_id, after, size + 1)
-        token = protos.encode_page_token(views[size - 1].account_id, fp) if len(views) > size else ""
-        return pb.ListAccountsResponse(accounts=[account_to_proto(v) for v in views[:size]], next_page_token=token)
+        views, token = protos.paginate(
+            request.page_token, request.page_size, protos.fingerprint("ListAccounts", request.parent),
+            lambda after, limit: self.service.list_accounts(person_id, after, limit), lambda v: v.account_id)
+        return pb.ListAccountsResponse(accounts=[account_to_proto(v) for v in views], next_page_token=token)
 
     def MergePersons(self, request: pb.MergePersonsRequest, context: grpc.ServicerContext) -> pb.Person:
         if len(request.names) < 2:
@@ -212,15 +210,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     def ListReviewItems(self, request: pb.ListReviewItemsRequest, context: grpc.ServicerContext
                         ) -> pb.ListReviewItemsResponse:
-        size = protos.page_size(request.page_size)
-        fp = protos.fingerprint("ListReviewItems")
-        after = protos.decode_page_token(request.page_token, fp) or ""
-        rows = self.service.review_items(after, size + 1)
-        token = protos.encode_page_token(rows[size - 1]["id"], fp) if len(rows) > size else ""
+        rows, token = protos.paginate(request.page_token, request.page_size, protos.fingerprint("ListReviewItems"),
+                                      self.service.review_items, lambda r: r["id"])
         items = [pb.ReviewItem(account_a=subject_pb2.AccountRef(source=r["a"][0], external_id=r["a"][1]),
                                account_b=subject_pb2.AccountRef(source=r["b"][0], external_id=r["b"][1]),
                                match_probability=r["probability"], create_time=protos.timestamp(r["created_at"]))
-                 for r in rows[:size]]
+                 for r in rows]
         return pb.ListReviewItemsResponse(items=items, next_page_token=token)
 
     def DeletePerson(self, request: pb.DeletePersonRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:

@@ -214,3 +214,21 @@ def test_training_relinks_and_explains_with_a_waterfall_respecting_cannot_link(s
     assert {c.comparison for c in explanation.contributions} >= {"given_name", "family_name", "birth_date"}
     total = explanation.prior_match_weight + sum(c.match_weight for c in explanation.contributions)
     assert explanation.match_weight == pytest.approx(total)
+
+
+def test_list_accounts_pages_and_rejects_foreign_tokens(stub):
+    person = None
+    for i in range(3):
+        person = link(stub, "webshop", f"pg{i}", emails=["paula.page@example.org"], given_name="Paula").person
+    first = stub.ListAccounts(pb.ListAccountsRequest(parent=person.name, page_size=2))
+    second = stub.ListAccounts(pb.ListAccountsRequest(parent=person.name, page_size=2,
+                                                      page_token=first.next_page_token))
+    assert len(first.accounts) == 2
+    assert len(second.accounts) == 1
+    assert not second.next_page_token
+    assert {a.ref.external_id for a in [*first.accounts, *second.accounts]} == {"pg0", "pg1", "pg2"}
+    other = link(stub, "webshop", "pg-other", given_name="Otto").person
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListAccounts(pb.ListAccountsRequest(parent=other.name, page_token=first.next_page_token))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error_details(err.value)[1]) == {"page_token"}
