@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import Scores, score
+from bench.metrics import score
 from bench.synth import generate
 from services.common.config import Settings
 from services.common.falkordb_server import EmbeddedFalkorDB, free_port
@@ -124,5 +124,3 @@ def main(args: Any) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=lambda o: o.__dict__))
 
-
-__all__ = ["Scores", "main", "run"]

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from services.common.crypto import BlindIndex, DataCipher, KeyEncryptionKey, b64, unb64
+from services.common.crypto import DataCipher, KeyEncryptionKey, b64, unb64
 from services.common.errors import NotFound
 from services.common.graph.port import GraphClient, Schema
 from services.common.graph.statements import cypher
@@ -113,5 +113,3 @@ class SubjectKeys:
         rows = self._graph.run(DESTROY, {"subjects": subjects})
         return int(rows[0]["destroyed"]) if rows else 0
 
-
-__all__ = ["SCHEMA", "BlindIndex", "SubjectKeys"]
