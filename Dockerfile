@@ -13,7 +13,8 @@ WORKDIR /src
 
 # Code generator and the google/api + google/rpc protos (googleapis-common-protos ships the .proto
 # files next to its modules; grpc_tools adds the protobuf well-known types itself).
-RUN python -m pip install "grpcio-tools>=1.66,<2" "googleapis-common-protos>=1.65,<2"
+COPY constraints.txt ./
+RUN python -m pip install -c constraints.txt grpcio-tools googleapis-common-protos
 
 COPY protos/ protos/
 RUN set -eux; \
@@ -26,12 +27,12 @@ RUN set -eux; \
     cd ..; \
     find gen/tessera -type d -exec touch '{}/__init__.py' ';'
 
-# The application in its own virtualenv, copied whole into the final stage.
+# The application in its own virtualenv (the exact versions CI tested), copied whole into the final stage.
 COPY pyproject.toml README.md ./
 COPY services/ services/
 RUN set -eux; \
     python -m venv /opt/tessera; \
-    /opt/tessera/bin/pip install .; \
+    /opt/tessera/bin/pip install -c constraints.txt .; \
     /opt/tessera/bin/pip uninstall -y pip setuptools wheel || true; \
     /opt/tessera/bin/tessera --help >/dev/null
 

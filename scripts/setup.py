@@ -64,7 +64,7 @@ def install_python() -> None:
     init = GEN / "tessera" / "__init__.py"
     init.parent.mkdir(parents=True, exist_ok=True)
     init.touch()
-    run(PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[dev]")
+    run(PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", ROOT / "constraints.txt", "-e", ".[dev]")
 
 
 def generate_stubs() -> None:
@@ -107,7 +107,7 @@ def install_k8s_tools() -> None:
 
 def main() -> int:
     make_venv()
-    step("python", digest(ROOT / "pyproject.toml"), install_python)
+    step("python", digest(ROOT / "pyproject.toml", ROOT / "constraints.txt"), install_python)
     step("stubs", digest(ROOT / "protos", ROOT / "scripts" / "setup.py"), generate_stubs)
     if not (LINT_DIR / "node_modules").exists():
         (STAMPS / "cypher-lint").unlink(missing_ok=True)

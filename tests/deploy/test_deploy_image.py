@@ -59,7 +59,7 @@ def test_dockerignore_admits_only_build_inputs() -> None:
     lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
     assert lines[0] == "**"
     admitted = {x[1:].split("/")[0] for x in lines if x.startswith("!")}
-    assert admitted == {"pyproject.toml", "README.md", "protos", "services"}
+    assert admitted == {"pyproject.toml", "constraints.txt", "README.md", "protos", "services"}
     copied = {rest.split()[0].rstrip("/") for word, rest in instructions()
               if word == "COPY" and not rest.startswith("--from")}
     assert copied <= admitted

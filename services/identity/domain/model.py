@@ -103,7 +103,7 @@ def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
         saved = linker.misc.save_model_to_json()
         tf = linker.table_management.compute_tf_table("family_name").as_pandas_dataframe()
     except Exception as exc:  # Splink raises many types; none may leave a model behind
-        raise TrainingFailed(f"training failed: {type(exc).__name__}") from exc
+        raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}"[:500]) from exc
     tf_table = {str(v): float(f) for v, f in zip(tf["family_name"], tf["tf_family_name"], strict=True)
                 if v is not None}
     model = TrainedModel(saved, {"family_name": tf_table}, int(time.time() * 1000), len(records))

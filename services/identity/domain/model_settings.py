@@ -16,8 +16,9 @@ Pred = Callable[[Record, Record], bool]
 
 
 def levenshtein(left: str, right: str) -> int:
-    """Edit distance over UTF-8 bytes, as DuckDB's levenshtein() counts it."""
-    a, b = left.encode("utf-8"), right.encode("utf-8")
+    """Edit distance over code points, as DuckDB (2.x, pinned in constraints.txt) counts it;
+    DuckDB 1.x counted UTF-8 bytes, which is why the version is pinned."""
+    a, b = left, right
     if a == b:
         return 0
     if len(a) < len(b):
