@@ -13,13 +13,15 @@ from tessera.identity.v1 import identity_pb2_grpc
 
 from services.common import clients, protos
 from services.common.crypto import BlindIndex
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.common.protos import SubjectRef
 from services.consent.service import Scope
 from services.identity.domain.normalize import normalize_identifier
 
 ASSURANCE = {ipb.LINK_METHOD_NEW_PERSON: "deterministic", ipb.LINK_METHOD_DETERMINISTIC: "deterministic",
              ipb.LINK_METHOD_PROBABILISTIC: "probabilistic", ipb.LINK_METHOD_MANUAL: "manual"}
+REFERENCE_PREFIX = {ipb.LinkedReference.KIND_ACCOUNT: "account:", ipb.LinkedReference.KIND_IDENTIFIER: "identifier:"}
+BATCH = 1000  # subjects per BatchResolveSubjects call (identity's limit)
 STRENGTH = {"manual": 3, "deterministic": 2, "verified": 2, "probabilistic": 1, "unknown": 0}
 log = structlog.get_logger("tessera.consent")
 
@@ -43,40 +45,47 @@ class IdentityScopes:
         return f"identifier:{self.blind.token(kind, normalised)}"
 
     def scope(self, subject: SubjectRef) -> Scope:
-        if subject.person_id:
-            person = self._call(self.stub.GetPerson, ipb.GetPersonRequest(name=f"persons/{subject.person_id}"))
-            return self._person_scope(person, f"person:{subject.person_id}")
-        if subject.account:
-            target = f"account:{self.blind.account_token(*subject.account)}"
-        else:
-            assert subject.identifier
-            target = self.identifier_ref(*subject.identifier)
-        try:
-            request = ipb.LookupPersonRequest(subject=protos.subject_to_proto(subject))
-            person = self._call(self.stub.LookupPerson, request)
-        except (NotFound, FailedPrecondition):
-            # Not linked (yet), or an identifier shared by several persons: the subject stands alone.
-            return Scope(target=target, refs={target: "deterministic"}, person_ids=(), person_id=None)
-        return self._person_scope(person, target)
+        found = self.scopes([subject])[0]
+        if found is None:
+            raise NotFound(f"person {subject.person_id!r} not found", reason="PERSON_NOT_FOUND",
+                           metadata={"person": f"persons/{subject.person_id}"})
+        return found
 
-    def _person_scope(self, person: ipb.Person, target: str) -> Scope:
+    def scopes(self, subjects: list[SubjectRef]) -> list[Scope | None]:
+        """One identity round trip per thousand subjects. A person subject identity does not know
+        is None (an unknown subject); an account or identifier that is not linked (yet), or an
+        identifier several persons share, stands alone."""
+        out: list[Scope | None] = []
+        for start in range(0, len(subjects), BATCH):
+            chunk = subjects[start:start + BATCH]
+            targets = [self._target(s) for s in chunk]  # validates identifiers before identity sees them
+            request = ipb.BatchResolveSubjectsRequest(subjects=[protos.subject_to_proto(s) for s in chunk])
+            response = self._call(self.stub.BatchResolveSubjects, request)
+            for subject, target, resolution in zip(chunk, targets, response.resolutions, strict=True):
+                out.append(self._scope_of(subject, target, resolution))
+        return out
+
+    def _target(self, subject: SubjectRef) -> str:
+        if subject.person_id:
+            return f"person:{subject.person_id}"
+        if subject.account:
+            return f"account:{self.blind.account_token(*subject.account)}"
+        assert subject.identifier
+        return self.identifier_ref(*subject.identifier)
+
+    def _scope_of(self, subject: SubjectRef, target: str, resolution: ipb.SubjectResolution) -> Scope | None:
+        if resolution.state != ipb.SubjectResolution.STATE_RESOLVED:
+            if subject.person_id:
+                return None
+            return Scope(target=target, refs={target: "deterministic"}, person_ids=(), person_id=None)
+        person = resolution.person
         person_id = person.name.removeprefix("persons/")
         ids = (person_id, *(p.removeprefix("persons/") for p in person.merged_persons))
         refs: dict[str, str] = {f"person:{pid}": "deterministic" for pid in ids}
-        token = ""
-        while True:
-            page = self._call(self.stub.ListAccounts, ipb.ListAccountsRequest(parent=person.name, page_size=1000,
-                                                                            page_token=token))
-            for acc in page.accounts:
-                level = ASSURANCE.get(acc.link_method, "unknown")
-                _merge(refs, f"account:{self.blind.account_token(acc.ref.source, acc.ref.external_id)}", level)
-                for ident in acc.identifiers:
-                    kind = protos.IDENTIFIER_KINDS.get(ident.kind)
-                    if kind:
-                        _merge(refs, f"identifier:{self.blind.token(kind, ident.value)}", level)
-            token = page.next_page_token
-            if not token:
-                break
+        for ref in resolution.references:
+            prefix = REFERENCE_PREFIX.get(ref.kind)
+            if prefix:
+                _merge(refs, f"{prefix}{ref.token}", ASSURANCE.get(ref.link_method, "unknown"))
         refs.setdefault(target, "deterministic")
         return Scope(target=target, refs=refs, person_ids=ids, person_id=person_id)
 

@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +58,10 @@ class Scope:
 
 class IdentityPort(Protocol):
     def scope(self, subject: SubjectRef) -> Scope: ...
+
+    def scopes(self, subjects: list[SubjectRef]) -> list[Scope | None]:
+        """Like `scope` for many subjects at once; None for a person identity does not know."""
+        ...
 
 
 @dataclass
@@ -267,16 +270,17 @@ class ConsentService:
         return self.signer.sign(event["event_id"], int(event["seq"]), event["hash"], int(event["recorded_at"]))
 
     # ---- checks -----------------------------------------------------------------------------
-    def _scope(self, subject: SubjectRef) -> Scope | None:
-        cached = self.cache.get(subject)
-        if cached is not None:
-            return cached
-        try:
-            scope = self.identity.scope(subject)
-        except NotFound:
-            return None
-        self.cache.put(subject, scope)
-        return scope
+    def _scopes(self, subjects: list[SubjectRef]) -> list[Scope | None]:
+        """Scopes from the cache where fresh enough, the rest from identity in batched calls."""
+        found: list[Scope | None] = [self.cache.get(s) for s in subjects]
+        missing = list(dict.fromkeys(s for s, hit in zip(subjects, found, strict=True) if hit is None))
+        if missing:
+            resolved = dict(zip(missing, self.identity.scopes(missing), strict=True))
+            for subject, scope in resolved.items():
+                if scope is not None:
+                    self.cache.put(subject, scope)
+            found = [hit if hit is not None else resolved[s] for s, hit in zip(subjects, found, strict=True)]
+        return found
 
     def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None = None
               ) -> tuple[policy.Decision, str | None]:
@@ -284,18 +288,14 @@ class ConsentService:
 
     def check_many(self, subjects: list[SubjectRef], purpose_id: str, channel: str | None,
                    at_ms: int | None = None) -> list[tuple[policy.Decision, str | None]]:
-        """Checks subjects for one purpose: scopes resolved concurrently (most from the cache),
-        the ledger read once per thousand refs."""
+        """Checks subjects for one purpose: scopes from the cache or one identity call per thousand
+        subjects, the ledger read once per thousand refs."""
         at = at_ms or self.clock()
         try:
             purpose = self.current_purpose(purpose_id)
         except NotFound:
             return [(policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)] * len(subjects)
-        if len(subjects) == 1:
-            scopes = [self._scope(subjects[0])]
-        else:
-            with ThreadPoolExecutor(8) as pool:
-                scopes = list(pool.map(self._scope, subjects))
+        scopes = self._scopes(subjects)
         all_refs = sorted({ref for s in scopes if s for ref in s.refs})
         by_ref: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(all_refs), 1000):

@@ -15,10 +15,13 @@ from services.common import protos
 from services.common.auth import current_caller
 from services.common.errors import FieldViolation, InvalidArgument
 from services.identity.service import (
+    AMBIGUOUS,
     METHOD_DETERMINISTIC,
     METHOD_MANUAL,
     METHOD_NEW,
     METHOD_PROBABILISTIC,
+    NOT_FOUND,
+    RESOLVED,
     AccountView,
     IdentityService,
     LinkOutcome,
@@ -27,6 +30,8 @@ from services.identity.service import (
 
 LINK_METHODS = {METHOD_NEW: pb.LINK_METHOD_NEW_PERSON, METHOD_DETERMINISTIC: pb.LINK_METHOD_DETERMINISTIC,
                 METHOD_PROBABILISTIC: pb.LINK_METHOD_PROBABILISTIC, METHOD_MANUAL: pb.LINK_METHOD_MANUAL}
+RESOLUTION_STATES = {RESOLVED: pb.SubjectResolution.STATE_RESOLVED, NOT_FOUND: pb.SubjectResolution.STATE_NOT_FOUND,
+                     AMBIGUOUS: pb.SubjectResolution.STATE_AMBIGUOUS}
 RAW_LISTS = {"email": "emails", "phone": "phones", "login": "logins", "loyalty": "loyalty_cards"}
 MAX_BATCH = 1000
 
@@ -130,6 +135,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             assert ref.identifier
             view = self.service.person_of_identifier(*ref.identifier)
         return person_to_proto(view)
+
+    def BatchResolveSubjects(self, request: pb.BatchResolveSubjectsRequest,
+                             context: grpc.ServicerContext) -> pb.BatchResolveSubjectsResponse:
+        if len(request.subjects) > MAX_BATCH:
+            raise InvalidArgument.single("subjects", f"at most {MAX_BATCH} subjects per request")
+        refs = [protos.parse_subject(s, f"subjects[{i}]") for i, s in enumerate(request.subjects)]
+        out = pb.BatchResolveSubjectsResponse()
+        for res in self.service.resolve_subjects(refs):
+            item = out.resolutions.add(state=RESOLUTION_STATES[res.state])
+            if res.person is not None:
+                item.person.CopyFrom(person_to_proto(res.person))
+            for kind, held in ((pb.LinkedReference.KIND_ACCOUNT, res.accounts),
+                               (pb.LinkedReference.KIND_IDENTIFIER, res.identifiers)):
+                item.references.extend(
+                    pb.LinkedReference(kind=kind, token=token, link_method=LINK_METHODS.get(method, 0))
+                    for token, method in sorted(held.items()))
+        return out
 
     def ListAccounts(self, request: pb.ListAccountsRequest, context: grpc.ServicerContext) -> pb.ListAccountsResponse:
         person_id = protos.parse_person_name(request.parent, "parent")

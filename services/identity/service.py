@@ -21,6 +21,7 @@ import structlog
 from services.common.crypto import BlindIndex, b64, unb64
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.common.keystore import SubjectKeys
+from services.common.protos import SubjectRef
 from services.identity.domain import guards
 from services.identity.domain.blocking import block_keys
 from services.identity.domain.model import RealtimeScorer, TrainedModel, TrainingFailed, predict_and_cluster, train
@@ -78,6 +79,24 @@ class PersonView:
     updated_at: int
     account_count: int
     merged_persons: list[str]
+
+
+RESOLVED = "resolved"
+NOT_FOUND = "not_found"
+AMBIGUOUS = "ambiguous"
+# Which link an identifier held by several accounts of one person reports: the strongest.
+METHOD_STRENGTH = {METHOD_MANUAL: 3, METHOD_DETERMINISTIC: 2, METHOD_NEW: 2, METHOD_PROBABILISTIC: 1}
+
+
+@dataclass
+class Resolution:
+    """What a subject resolved to: the person and, as blind-index tokens, every account and
+    identifier linked to it with its link method — enough to scope consent, no personal data."""
+
+    state: str
+    person: PersonView | None = None
+    accounts: dict[str, str] = field(default_factory=dict)  # account token → link method
+    identifiers: dict[str, str] = field(default_factory=dict)  # identifier token → link method
 
 
 @dataclass
@@ -308,6 +327,69 @@ class IdentityService:
             raise FailedPrecondition("the identifier is shared by several persons",
                                      reason="IDENTIFIER_AMBIGUOUS", metadata={"persons": str(len(persons))})
         return self.get_person(persons[0])
+
+    def resolve_subjects(self, subjects: list[SubjectRef]) -> list[Resolution]:
+        """Resolves persons (following merges), accounts and identifiers in a fixed number of
+        store round trips, whatever the number of subjects. An identifier that several persons
+        hold resolves to none of them."""
+        account_ids = {i: self.account_id(*s.account) for i, s in enumerate(subjects) if s.account}
+        tokens: dict[int, str] = {}
+        violations = []
+        for i, s in enumerate(subjects):
+            if s.identifier:
+                kind, raw = s.identifier
+                try:
+                    tokens[i] = self.identifier_token(kind, normalize_identifier(kind, raw, self.default_region))
+                except ValueError as exc:
+                    violations.append(FieldViolation(f"subjects[{i}].identifier.value", str(exc)))
+        if violations:
+            raise InvalidArgument(violations)
+        survivors = self.store.surviving_persons(sorted({s.person_id for s in subjects if s.person_id}))
+        by_account = self.store.persons_of_accounts(sorted(set(account_ids.values())))
+        by_token = {r["token"]: set(r["persons"])
+                    for r in self.store.persons_by_identifiers(sorted(set(tokens.values())))}
+        found: list[str | None] = []
+        ambiguous: set[int] = set()
+        for i, s in enumerate(subjects):
+            if s.person_id:
+                found.append(survivors.get(s.person_id))
+            elif s.account:
+                found.append(by_account.get(account_ids[i]))
+            else:
+                persons = sorted(by_token.get(tokens[i], ()))
+                if len(persons) > 1:
+                    ambiguous.add(i)
+                found.append(persons[0] if len(persons) == 1 else None)
+        resolved = self._resolutions(sorted({p for p in found if p}))
+        out = []
+        for i, pid in enumerate(found):
+            if i in ambiguous:
+                out.append(Resolution(AMBIGUOUS))
+            else:
+                out.append(resolved.get(pid, Resolution(NOT_FOUND)) if pid else Resolution(NOT_FOUND))
+        return out
+
+    def _resolutions(self, person_ids: list[str]) -> dict[str, Resolution]:
+        merged = self.store.merged_into_persons(person_ids)
+        out: dict[str, Resolution] = {}
+        for row in self.store.person_references(person_ids):
+            pid = row["person_id"]
+            res = out.get(pid)
+            if res is None:
+                res = out[pid] = Resolution(RESOLVED, PersonView(
+                    person_id=pid, created_at=int(row["created_at"] or 0), updated_at=int(row["updated_at"] or 0),
+                    account_count=0, merged_persons=sorted(merged.get(pid, []))))
+            if row["account_id"] is None:
+                continue
+            assert res.person is not None
+            res.person.account_count += 1
+            method = row["method"] or ""
+            res.accounts[row["account_id"]] = method
+            for token in row["identifiers"] or []:
+                held = res.identifiers.get(token)
+                if held is None or METHOD_STRENGTH.get(method, 0) > METHOD_STRENGTH.get(held, 0):
+                    res.identifiers[token] = method
+        return out
 
     def _normalise_identifier(self, kind: str, raw_value: str) -> str:
         try:

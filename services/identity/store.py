@@ -100,6 +100,50 @@ CANDIDATES_BY_BLOCK = cypher(
     """,
 )
 
+SURVIVING_PERSONS = cypher(
+    "identity.surviving_persons",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (start:Person {id: pid})
+    OPTIONAL MATCH (start)-[:MERGED_INTO*1..16]->(survivor:Person)
+    WHERE survivor.merged_into IS NULL
+    WITH pid, coalesce(survivor, start) AS p
+    WHERE p.merged_into IS NULL
+    RETURN pid AS requested, p.id AS person_id
+    """,
+)
+
+PERSONS_OF_ACCOUNTS = cypher(
+    "identity.persons_of_accounts",
+    """
+    UNWIND $account_ids AS aid
+    MATCH (a:Account {id: aid})-[:BELONGS_TO]->(p:Person)
+    RETURN aid AS account_id, p.id AS person_id
+    """,
+)
+
+PERSON_REFERENCES = cypher(
+    "identity.person_references",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (p:Person {id: pid})
+    OPTIONAL MATCH (a:Account)-[b:BELONGS_TO]->(p)
+    OPTIONAL MATCH (a)-[:HAS]->(i:Identifier)
+    RETURN p.id AS person_id, p.created_at AS created_at, p.updated_at AS updated_at, a.id AS account_id,
+           b.method AS method, collect(i.token) AS identifiers
+    """,
+)
+
+MERGED_INTO_PERSONS = cypher(
+    "identity.merged_into_persons",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (p:Person {id: pid})
+    OPTIONAL MATCH (m:Person)-[:MERGED_INTO*1..16]->(p)
+    RETURN pid AS person_id, collect(DISTINCT m.id) AS merged
+    """,
+)
+
 PERSON_ACCOUNTS_WITH_KEYS = cypher(
     "identity.person_accounts_with_keys",
     """
@@ -437,6 +481,30 @@ class IdentityStore:
 
     def person_accounts_with_keys(self, person_ids: list[str]) -> list[dict[str, Any]]:
         return self.graph.run(PERSON_ACCOUNTS_WITH_KEYS, {"person_ids": person_ids}) if person_ids else []
+
+    def surviving_persons(self, person_ids: list[str]) -> dict[str, str]:
+        """Requested person id → the surviving person it was merged into (or itself); erased or
+        unknown ids are absent."""
+        if not person_ids:
+            return {}
+        return {r["requested"]: r["person_id"] for r in self.graph.run(SURVIVING_PERSONS, {"person_ids": person_ids})}
+
+    def persons_of_accounts(self, account_ids: list[str]) -> dict[str, str]:
+        if not account_ids:
+            return {}
+        rows = self.graph.run(PERSONS_OF_ACCOUNTS, {"account_ids": account_ids})
+        return {r["account_id"]: r["person_id"] for r in rows}
+
+    def person_references(self, person_ids: list[str]) -> list[dict[str, Any]]:
+        """One row per (person, account) with the account's link method and identifier tokens;
+        a person without accounts gives one row with `account_id` None."""
+        return self.graph.run(PERSON_REFERENCES, {"person_ids": person_ids}) if person_ids else []
+
+    def merged_into_persons(self, person_ids: list[str]) -> dict[str, list[str]]:
+        if not person_ids:
+            return {}
+        rows = self.graph.run(MERGED_INTO_PERSONS, {"person_ids": person_ids})
+        return {r["person_id"]: [m for m in r["merged"] if m] for r in rows}
 
     def accounts_with_keys(self, account_ids: list[str]) -> list[dict[str, Any]]:
         return self.graph.run(ACCOUNTS_WITH_KEYS, {"account_ids": account_ids})

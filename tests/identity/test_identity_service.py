@@ -232,3 +232,56 @@ def test_list_accounts_pages_and_rejects_foreign_tokens(stub):
         stub.ListAccounts(pb.ListAccountsRequest(parent=other.name, page_token=first.next_page_token))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(error_details(err.value)[1]) == {"page_token"}
+
+
+def test_batch_resolve_follows_merges_and_reports_every_reference(stub):
+    a = link(stub, "webshop", "r1", emails=["rita.roth@example.org"], phones=["030 7788990"], given_name="Rita")
+    b = link(stub, "newsletter", "r2", emails=["Rita.Roth@example.org"])
+    c = link(stub, "app", "r3", given_name="Rita", family_name="Roth", birth_date="1975-05-05")
+    assert b.person.name == a.person.name
+    assert c.person.name != a.person.name
+    merged = stub.MergePersons(pb.MergePersonsRequest(names=[a.person.name, c.person.name], reason="call centre"))
+    neighbour = link(stub, "loyalty", "r4", phones=["030 7788990"], given_name="Rolf", family_name="Roth",
+                     birth_date="1950-01-01")
+    assert neighbour.person.name != merged.name  # a family sharing the landline: two persons hold it
+    subjects = [
+        subject_pb2.Subject(person=c.person.name),  # merged away: resolves to the survivor
+        subject_pb2.Subject(account=ref("newsletter", "r2")),
+        subject_pb2.Subject(identifier=subject_pb2.Identifier(kind=EMAIL, value=" RITA.ROTH@example.org ")),
+        subject_pb2.Subject(identifier=subject_pb2.Identifier(kind=PHONE, value="+49 30 7788990")),
+        subject_pb2.Subject(account=ref("webshop", "nobody")),
+        subject_pb2.Subject(person="persons/0000000000000000"),
+    ]
+    out = stub.BatchResolveSubjects(pb.BatchResolveSubjectsRequest(subjects=subjects)).resolutions
+    resolved = pb.SubjectResolution.STATE_RESOLVED
+    assert [r.state for r in out] == [resolved, resolved, resolved, pb.SubjectResolution.STATE_AMBIGUOUS,
+                                      pb.SubjectResolution.STATE_NOT_FOUND, pb.SubjectResolution.STATE_NOT_FOUND]
+    assert merged.name == a.person.name
+    assert {r.person.name for r in out[:3]} == {merged.name}
+    assert out[0].person.account_count == 3
+    assert c.person.name in out[0].person.merged_persons
+    accounts = stub.ListAccounts(pb.ListAccountsRequest(parent=merged.name)).accounts
+    by_token = {acc.name.rsplit("/", 1)[1]: acc.link_method for acc in accounts}
+    for resolution in out[:3]:
+        refs = {(x.kind, x.token): x.link_method for x in resolution.references}
+        assert {t: m for (k, t), m in refs.items() if k == pb.LinkedReference.KIND_ACCOUNT} == by_token
+        identifiers = [m for (k, _t), m in refs.items() if k == pb.LinkedReference.KIND_IDENTIFIER]
+        assert len(identifiers) == 2  # the e-mail (in two spellings, one token) and the landline
+    assert pb.LINK_METHOD_MANUAL in by_token.values()
+    assert not out[3].HasField("person")
+    assert not out[3].references
+    assert not out[4].references
+
+
+def test_batch_resolve_rejects_bad_subjects_and_oversized_batches(stub):
+    bad = [subject_pb2.Subject(account=ref("webshop", "x")),
+           subject_pb2.Subject(identifier=subject_pb2.Identifier(kind=EMAIL, value="not an address"))]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.BatchResolveSubjects(pb.BatchResolveSubjectsRequest(subjects=bad))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error_details(err.value)[1]) == {"subjects[1].identifier.value"}
+    many = [subject_pb2.Subject(account=ref("webshop", str(i))) for i in range(1001)]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.BatchResolveSubjects(pb.BatchResolveSubjectsRequest(subjects=many))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error_details(err.value)[1]) == {"subjects"}
