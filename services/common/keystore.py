@@ -22,6 +22,16 @@ GET_OR_CREATE = cypher(
     """,
     write=True,
 )
+GET_OR_CREATE_MANY = cypher(
+    "keystore.get_or_create_many",
+    """
+    UNWIND $keys AS key
+    MERGE (k:SubjectKey {subject: key.subject})
+    ON CREATE SET k.wrapped = key.wrapped, k.kek_id = $kek_id, k.created_at = $now
+    RETURN key.subject AS subject, k.wrapped AS wrapped
+    """,
+    write=True,
+)
 GET = cypher("keystore.get", "MATCH (k:SubjectKey {subject: $subject}) RETURN k.wrapped AS wrapped")
 GET_MANY = cypher(
     "keystore.get_many",
@@ -76,6 +86,26 @@ class SubjectKeys:
             key = self._kek.unwrap(subject, unb64(rows[0]["wrapped"]))
             self._remember(subject, key)
         return DataCipher(key)
+
+    def ciphers_for(self, subjects: list[str]) -> dict[str, DataCipher]:
+        """Like `cipher_for` for many subjects, in one round trip for the ones not cached."""
+        out: dict[str, DataCipher] = {}
+        missing = []
+        for subject in dict.fromkeys(subjects):
+            key = self._cached(subject)
+            if key is None:
+                missing.append(subject)
+            else:
+                out[subject] = DataCipher(key)
+        if missing:
+            keys = [{"subject": s, "wrapped": b64(self._kek.wrap(s, self._kek.new_data_key()))} for s in missing]
+            rows = self._graph.run(GET_OR_CREATE_MANY, {"keys": keys, "kek_id": self._kek.key_id,
+                                                        "now": int(time.time() * 1000)})
+            for row in rows:
+                key = self._kek.unwrap(row["subject"], unb64(row["wrapped"]))
+                self._remember(row["subject"], key)
+                out[row["subject"]] = DataCipher(key)
+        return out
 
     def existing_cipher(self, subject: str) -> DataCipher:
         """The subject's cipher; NotFound once the key was destroyed (the data is shredded)."""

@@ -14,6 +14,7 @@ from tessera.type.v1 import subject_pb2
 from services.common import protos
 from services.common.auth import current_caller
 from services.common.errors import FieldViolation, InvalidArgument
+from services.identity.bulk import BulkImport
 from services.identity.service import (
     AMBIGUOUS,
     METHOD_DETERMINISTIC,
@@ -93,9 +94,17 @@ def account_to_proto(view: AccountView) -> pb.Account:
     )
 
 
+PHASES = {"reading": pb.LinkStagedAccountsResponse.PHASE_READING,
+          "training": pb.LinkStagedAccountsResponse.PHASE_TRAINING,
+          "scoring": pb.LinkStagedAccountsResponse.PHASE_SCORING,
+          "clustering": pb.LinkStagedAccountsResponse.PHASE_CLUSTERING,
+          "writing": pb.LinkStagedAccountsResponse.PHASE_WRITING, "done": pb.LinkStagedAccountsResponse.PHASE_DONE}
+
+
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, service: IdentityService):
         self.service = service
+        self.bulk = BulkImport(service)
 
     def _link_response(self, outcome: LinkOutcome) -> pb.LinkAccountResponse:
         return pb.LinkAccountResponse(
@@ -121,6 +130,25 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 raise InvalidArgument.single("requests", f"at most {MAX_BATCH} accounts per message")
             raws = [account_input_to_raw(r.account, f"requests[{i}].account") for i, r in enumerate(batch.requests)]
             yield pb.BatchLinkAccountsResponse(responses=[self._link_response(self.service.link(r)) for r in raws])
+
+    def StageAccounts(self, request_iterator: Iterator[pb.StageAccountsRequest],
+                      context: grpc.ServicerContext) -> Iterator[pb.StageAccountsResponse]:
+        for batch in request_iterator:
+            if len(batch.accounts) > MAX_BATCH:
+                raise InvalidArgument.single("accounts", f"at most {MAX_BATCH} accounts per message")
+            raws = [account_input_to_raw(a, f"accounts[{i}]") for i, a in enumerate(batch.accounts)]
+            outcome = self.bulk.stage(raws)
+            yield pb.StageAccountsResponse(
+                staged=outcome.staged, already_staged=outcome.already_staged, relinked=outcome.relinked,
+                problems=[pb.InputProblem(field=f"accounts[{i}].{f}", reason=r) for i, f, r in outcome.problems])
+
+    def LinkStagedAccounts(self, request: pb.LinkStagedAccountsRequest,
+                           context: grpc.ServicerContext) -> Iterator[pb.LinkStagedAccountsResponse]:
+        for step in self.bulk.link_staged(seed=request.seed):
+            yield pb.LinkStagedAccountsResponse(
+                phase=PHASES[step.phase], done=step.done, total=step.total, linked_accounts=step.linked_accounts,
+                created_persons=step.created_persons, merged_persons=step.merged_persons,
+                model_version=step.model_version)
 
     def GetPerson(self, request: pb.GetPersonRequest, context: grpc.ServicerContext) -> pb.Person:
         return person_to_proto(self.service.get_person(protos.parse_person_name(request.name, "name")))

@@ -29,6 +29,8 @@ from services.common.config import Settings, load_settings
 from services.common.protos import IDENTIFIER_ENUMS
 from services.identity.domain.normalize import InvalidAccount, normalize_account
 
+BULK_FROM = 10_000  # lines; below this, real-time linking is as fast and links as it goes
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     identity = sub.add_parser("identity", help="identity operations: bulk import, model training")
@@ -37,6 +39,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="JSON Lines file, or - for standard input (not resumable)")
     p.add_argument("--assignments", help="write each account's final person id to this JSON Lines file")
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--mode", choices=("auto", "realtime", "bulk"), default="auto",
+                   help=f"realtime: link account by account; bulk: stage all, then link all at once with "
+                        f"Splink's predict and clustering; auto: bulk from {BULK_FROM:,} lines on")
     p.add_argument("--restart", action="store_true", help="ignore saved progress and start from the top")
     p.set_defaults(func=cmd_import)
     p = isub.add_parser("train", help="train a new matching model from the accounts in the graph")
@@ -53,6 +58,8 @@ class Progress:
     line: int = 0
     accounts: int = 0
     bad_lines: int = 0
+    mode: str = ""  # realtime | bulk, fixed when the import starts
+    phase: str = "reading"  # bulk: reading (staging) → linking → linked
 
     @classmethod
     def load(cls, path: Path) -> Progress:
@@ -64,7 +71,7 @@ class Progress:
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"offset": self.offset, "line": self.line, "accounts": self.accounts,
-                                   "bad_lines": self.bad_lines}))
+                                   "bad_lines": self.bad_lines, "mode": self.mode, "phase": self.phase}))
         os.replace(tmp, self.path)
 
 
@@ -114,24 +121,33 @@ def _import_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
 
 
-class _Linker:
-    """A bidirectional BatchLinkAccounts stream used in lock step: one batch out, one answer back."""
+class _LockStep:
+    """A bidirectional stream used in lock step: one message out, its answer back."""
 
-    def __init__(self, stub: identity_pb2_grpc.IdentityServiceStub):
+    def __init__(self, method: Any):
         self._requests: queue.Queue = queue.Queue()
-        self._responses = stub.BatchLinkAccounts(iter(self._requests.get, None),
-                                                 metadata=[(CALLER_HEADER, "tessera-cli")])
+        self._responses = method(iter(self._requests.get, None), metadata=[(CALLER_HEADER, "tessera-cli")])
 
-    def link(self, accounts: list[pb.AccountInput]) -> list[pb.LinkAccountResponse]:
-        self._requests.put(pb.BatchLinkAccountsRequest(requests=[pb.LinkAccountRequest(account=a) for a in accounts]))
-        return list(next(self._responses).responses)
+    def send(self, request: Any) -> Any:
+        self._requests.put(request)
+        return next(self._responses)
 
     def close(self) -> None:
         self._requests.put(None)
 
 
+def _choose_mode(path: str, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if path == "-":
+        return "realtime"
+    with open(path, "rb") as fh:
+        lines = sum(1 for _ in fh)
+    return "bulk" if lines >= BULK_FROM else "realtime"
+
+
 def run_import(path: str, *, settings: Settings, assignments: str | None, batch_size: int, restart: bool,
-               out: TextIO = sys.stderr) -> int:
+               mode: str = "auto", out: TextIO = sys.stderr) -> int:
     """Imports a file; returns the number of bad lines. Raises grpc.RpcError if the service fails."""
     stdin = path == "-"
     state_dir = _state_dir(settings)
@@ -141,11 +157,39 @@ def run_import(path: str, *, settings: Settings, assignments: str | None, batch_
     sidecar = state_dir / f"{key}.persons.jsonl"
     if progress.offset == 0 and sidecar.exists():
         sidecar.unlink()
+    progress.mode = progress.mode or _choose_mode(path, mode)
     if progress.offset:
-        print(f"resuming at line {progress.line + 1} ({progress.accounts} accounts already linked)", file=out)
+        print(f"resuming at line {progress.line + 1} ({progress.accounts} accounts already sent, "
+              f"{progress.mode} mode)", file=out)
     channel = grpc.insecure_channel(settings.clients.identity_addr)
     stub = identity_pb2_grpc.IdentityServiceStub(channel)
-    linker = _Linker(stub)
+    if progress.phase == "reading":
+        _send_file(path, stub, progress, sidecar, settings, batch_size, out)
+    if progress.mode == "bulk":
+        if progress.phase == "linking":
+            _link_staged(stub, out)
+            progress.phase = "linked"
+            if not stdin:
+                progress.save()
+    elif progress.accounts and not _has_model(stub):
+        print("no matching model yet: training the first one on the imported accounts …", file=out)
+        model = stub.TrainModel(pb.TrainModelRequest(), metadata=[(CALLER_HEADER, "tessera-cli")])
+        print(f"model {model.version} trained on {model.training_records:,} accounts; graph re-linked", file=out)
+    if assignments:
+        written = write_assignments(stub, sidecar, Path(assignments))
+        print(f"wrote the final person ids of {written:,} accounts to {assignments}", file=out)
+    channel.close()
+    print(f"done: {progress.accounts:,} accounts linked, {progress.bad_lines:,} bad lines", file=out)
+    return progress.bad_lines
+
+
+def _send_file(path: str, stub: identity_pb2_grpc.IdentityServiceStub, progress: Progress, sidecar: Path,
+               settings: Settings, batch_size: int, out: TextIO) -> None:
+    """Sends the file in batches (linked in real time, or staged), saving progress after each
+    acknowledged batch; at the end of a bulk import the phase moves on to linking."""
+    stdin = path == "-"
+    bulk = progress.mode == "bulk"
+    stream = _LockStep(stub.StageAccounts if bulk else stub.BatchLinkAccounts)
     started = time.monotonic()
     done_at_start = progress.accounts
     handle = sys.stdin.buffer if stdin else open(path, "rb")  # noqa: SIM115
@@ -158,18 +202,25 @@ def run_import(path: str, *, settings: Settings, assignments: str | None, batch_
         def flush() -> None:
             nonlocal batch
             if batch:
-                responses = linker.link([acc for _, acc in batch])
+                if bulk:
+                    stream.send(pb.StageAccountsRequest(accounts=[acc for _, acc in batch]))
+                    persons = [""] * len(batch)
+                else:
+                    answer = stream.send(pb.BatchLinkAccountsRequest(
+                        requests=[pb.LinkAccountRequest(account=acc) for _, acc in batch]))
+                    persons = [r.person.name.removeprefix("persons/") for r in answer.responses]
                 with sidecar.open("a") as fh:
-                    for (raw, _), resp in zip(batch, responses, strict=True):
+                    for (raw, _), person in zip(batch, persons, strict=True):
                         fh.write(json.dumps({"source": str(raw["source"]), "id": str(raw["id"]),
-                                             "person_id": resp.person.name.removeprefix("persons/")}) + "\n")
+                                             "person_id": person}) + "\n")
                 progress.accounts += len(batch)
                 batch = []
             progress.offset, progress.line = offset, line_no
             if not stdin:
                 progress.save()
             rate = (progress.accounts - done_at_start) / max(time.monotonic() - started, 1e-9)
-            print(f"\rline {line_no:,}  accounts {progress.accounts:,}  bad {progress.bad_lines:,}  {rate:,.0f}/s",
+            verb = "staged" if bulk else "accounts"
+            print(f"\rline {line_no:,}  {verb} {progress.accounts:,}  bad {progress.bad_lines:,}  {rate:,.0f}/s",
                   end="", file=out, flush=True)
 
         for raw_line in handle:
@@ -186,19 +237,36 @@ def run_import(path: str, *, settings: Settings, assignments: str | None, batch_
         flush()
         print("", file=out)
     finally:
-        linker.close()
+        stream.close()
         if not stdin:
             handle.close()
-    if progress.accounts and not _has_model(stub):
-        print("no matching model yet: training the first one on the imported accounts …", file=out)
-        model = stub.TrainModel(pb.TrainModelRequest(), metadata=[(CALLER_HEADER, "tessera-cli")])
-        print(f"model {model.version} trained on {model.training_records:,} accounts; graph re-linked", file=out)
-    if assignments:
-        write_assignments(stub, sidecar, Path(assignments))
-        print(f"wrote final person ids to {assignments}", file=out)
-    channel.close()
-    print(f"done: {progress.accounts:,} accounts linked, {progress.bad_lines:,} bad lines", file=out)
-    return progress.bad_lines
+    progress.phase = "linking" if bulk else "linked"
+    if not stdin:
+        progress.save()
+
+
+PHASE_NAMES = {pb.LinkStagedAccountsResponse.PHASE_READING: "reading accounts",
+               pb.LinkStagedAccountsResponse.PHASE_TRAINING: "training the first model",
+               pb.LinkStagedAccountsResponse.PHASE_SCORING: "scoring pairs with Splink",
+               pb.LinkStagedAccountsResponse.PHASE_CLUSTERING: "deciding persons",
+               pb.LinkStagedAccountsResponse.PHASE_WRITING: "writing persons"}
+
+
+def _link_staged(stub: identity_pb2_grpc.IdentityServiceStub, out: TextIO) -> None:
+    started = time.monotonic()
+    last = None
+    for step in stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest(), metadata=[(CALLER_HEADER, "tessera-cli")]):
+        if step.phase == pb.LinkStagedAccountsResponse.PHASE_DONE:
+            print(f"\rlinked {step.linked_accounts:,} accounts: {step.created_persons:,} new persons, "
+                  f"{step.merged_persons:,} persons merged, model {step.model_version or '-'} "
+                  f"({time.monotonic() - started:,.0f} s)", file=out, flush=True)
+            return
+        name = PHASE_NAMES.get(step.phase, "linking")
+        if last is not None and name != last:
+            print("", file=out)  # keep the finished phase's last line
+        last = name
+        counts = f" {step.done:,}/{step.total:,}" if step.total else ""
+        print(f"\r{name}{counts}  ({time.monotonic() - started:,.0f} s)", end="", file=out, flush=True)
 
 
 def _has_model(stub: identity_pb2_grpc.IdentityServiceStub) -> bool:
@@ -211,32 +279,36 @@ def _has_model(stub: identity_pb2_grpc.IdentityServiceStub) -> bool:
     return True
 
 
-def write_assignments(stub: identity_pb2_grpc.IdentityServiceStub, sidecar: Path, target: Path) -> None:
-    """Persons may have merged after an account was linked: resolve every person to its survivor."""
-    latest: dict[tuple[str, str], str] = {}
+def write_assignments(stub: identity_pb2_grpc.IdentityServiceStub, sidecar: Path, target: Path) -> int:
+    """Every account's person as it stands now (after merges and bulk linking), resolved through
+    identity a thousand accounts at a time; returns the number of accounts written."""
+    accounts: dict[tuple[str, str], None] = {}
     if sidecar.exists():
         with sidecar.open() as fh:
             for line in fh:
                 row = json.loads(line)
-                latest.pop((row["source"], row["id"]), None)
-                latest[(row["source"], row["id"])] = row["person_id"]
-    final: dict[str, str] = {}
-    for person_id in set(latest.values()):
-        person = stub.GetPerson(pb.GetPersonRequest(name=f"persons/{person_id}"),
-                                metadata=[(CALLER_HEADER, "tessera-cli")])
-        final[person_id] = person.name.removeprefix("persons/")
+                accounts.pop((row["source"], row["id"]), None)
+                accounts[(row["source"], row["id"])] = None
+    refs = list(accounts)
     tmp = target.with_suffix(target.suffix + ".tmp")
     with tmp.open("w") as fh:
-        for (source, external_id), person_id in latest.items():
-            fh.write(json.dumps({"source": source, "id": external_id, "person_id": final[person_id]}) + "\n")
+        for start in range(0, len(refs), 1000):
+            chunk = refs[start:start + 1000]
+            request = pb.BatchResolveSubjectsRequest(subjects=[
+                subject_pb2.Subject(account=subject_pb2.AccountRef(source=s, external_id=e)) for s, e in chunk])
+            answer = stub.BatchResolveSubjects(request, metadata=[(CALLER_HEADER, "tessera-cli")])
+            for (source, external_id), res in zip(chunk, answer.resolutions, strict=True):
+                person = res.person.name.removeprefix("persons/") if res.HasField("person") else None
+                fh.write(json.dumps({"source": source, "id": external_id, "person_id": person}) + "\n")
     os.replace(tmp, target)
+    return len(refs)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         bad = run_import(args.file, settings=settings, assignments=args.assignments, batch_size=args.batch_size,
-                         restart=args.restart)
+                         restart=args.restart, mode=args.mode)
     except grpc.RpcError as exc:
         print(f"\nimport stopped: identity service answered {exc.code().name}: {exc.details()}\n"
               "run the same command again to resume", file=sys.stderr)

@@ -32,7 +32,7 @@ from services.identity.domain.normalize import (
     normalize_identifier,
     to_match_record,
 )
-from services.identity.store import IdentityStore
+from services.identity.store import IdentityStore, bucket_of
 
 log = structlog.get_logger("tessera.identity")
 
@@ -128,7 +128,7 @@ class IdentityService:
     def identifier_token(self, kind: str, value: str) -> str:
         return self.blind.token(kind, value)
 
-    def _decrypt_rows(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def decrypt_rows(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """account id → decrypted account record, for rows carrying `account_id` and `attrs`.
         Keys come from the key store's cache or one batched lookup; shredded accounts are absent."""
         ciphers = self.keys.ciphers([f"account:{r['account_id']}" for r in rows])
@@ -146,13 +146,24 @@ class IdentityService:
         except InvalidAccount as exc:
             raise InvalidArgument([FieldViolation(f, d) for f, d in exc.violations]) from exc
 
+    def identifier_tokens(self, acc: NormalizedAccount) -> tuple[dict[str, tuple[str, str, str | None]], set[str]]:
+        """token → (kind, value, line type) of every identifier, and the tokens that may link."""
+        tokens = {self.identifier_token(i.kind, i.value): (i.kind, i.value, i.line_type) for i in acc.identifiers}
+        linking = {self.identifier_token(i.kind, i.value) for i in acc.identifiers if i.links}
+        return tokens, linking
+
+    def match_record(self, acc: NormalizedAccount, account_id: str) -> tuple[dict[str, Any], list[str]]:
+        """The record the model compares, and the account's blocking-key tokens."""
+        match = to_match_record(acc)
+        match["unique_id"] = account_id
+        return match, [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
+
     def link(self, raw: dict[str, Any]) -> LinkOutcome:
         acc = self.normalise(raw)
         now = now_ms()
         account_id = self.account_id(acc.source, acc.external_id)
         problems = [(p.field, p.reason) for p in acc.problems]
-        tokens = {self.identifier_token(i.kind, i.value): (i.kind, i.value, i.line_type) for i in acc.identifiers}
-        linking = {self.identifier_token(i.kind, i.value) for i in acc.identifiers if i.links}
+        tokens, linking = self.identifier_tokens(acc)
         suppressed = self.store.suppressed([account_id, *tokens])
         if account_id in suppressed:
             raise FailedPrecondition("this account belongs to an erased person and cannot be re-created",
@@ -160,9 +171,7 @@ class IdentityService:
         for token in suppressed:
             kind, _value, _lt = tokens.pop(token)
             problems.append((f"identifiers.{kind}", "identifier was erased and is suppressed"))
-        match = to_match_record(acc)
-        match["unique_id"] = account_id
-        blocks = [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
+        match, blocks = self.match_record(acc, account_id)
 
         current = self.store.account_person(account_id)
         deterministic, shared_too_widely = self._deterministic_candidates(
@@ -212,11 +221,7 @@ class IdentityService:
             method, probability = best.method, best.probability
         else:
             method, probability = METHOD_NEW, 1.0
-        record = {
-            "source": acc.source, "external_id": acc.external_id,
-            "identifiers": [{"kind": k, "value": v} for k, v, _ in tokens.values()],
-            "attributes": acc.attributes_dict(), "match": match,
-        }
+        record = stored_record(acc, tokens, match)
         cipher = self.keys.cipher_for(f"account:{account_id}")
         self.store.upsert_account(
             person_id=person_id, account_id=account_id, source=acc.source,
@@ -225,7 +230,7 @@ class IdentityService:
             probability=probability, model_version=getattr(self.scorer, "version", "") or "",
             identifier_tokens=list(tokens),
             identifiers=[{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
-            block_tokens=blocks,
+            block_tokens=blocks, bucket=bucket_of(account_id),
         )
         merged: list[str] = []
         others = [c.person_id for c in chosen if c.person_id != person_id]
@@ -233,7 +238,7 @@ class IdentityService:
             result = self.store.merge_persons(person_id, others, now, reason="automatic_link")
             merged = list(result["merged"]) if result else []
         review_pairs = [
-            {"id": _pair_id(account_id, other), "a": min(account_id, other), "b": max(account_id, other),
+            {"id": pair_id(account_id, other), "a": min(account_id, other), "b": max(account_id, other),
              "probability": p}
             for other, p in review.items()
         ]
@@ -271,7 +276,7 @@ class IdentityService:
         review: dict[str, float] = {}
         rows = [row for row in self.store.candidates_by_block(account_id, blocks, self.candidate_limit)
                 if row["person_id"] not in deterministic and not (current and row["person_id"] == current["person_id"])]
-        records = self._decrypt_rows(rows)
+        records = self.decrypt_rows(rows)
         for row in rows:
             pid = row["person_id"]
             other = records.get(row["account_id"])
@@ -290,7 +295,7 @@ class IdentityService:
         if not person_ids:
             return infos
         rows = self.store.person_accounts_with_keys(person_ids)
-        records = self._decrypt_rows(rows)
+        records = self.decrypt_rows(rows)
         for row in rows:
             info = infos.setdefault(row["person_id"], guards.Candidate(
                 person_id=row["person_id"], created_at=int(row["person_created_at"] or 0), method=""))
@@ -402,7 +407,7 @@ class IdentityService:
         rows = self.store.list_accounts(person_id, after, limit)
         if not rows:
             return []
-        records = self._decrypt_rows([{"account_id": r["id"], "attrs": r["attrs"]} for r in rows])
+        records = self.decrypt_rows([{"account_id": r["id"], "attrs": r["attrs"]} for r in rows])
         out = []
         for r in rows:
             rec = records.get(r["id"], {})
@@ -460,7 +465,7 @@ class IdentityService:
                                          kind=kind, a=lo, b=hi, reason=reason, author=author, now=now_ms())
         if row is None:
             raise NotFound("both accounts must exist", reason="ACCOUNT_NOT_FOUND")
-        self.store.resolve_review(_pair_id(lo, hi))
+        self.store.resolve_review(pair_id(lo, hi))
         return row
 
     def decide(self, kind: str, a: tuple[str, str], b: tuple[str, str], reason: str, author: str
@@ -487,7 +492,7 @@ class IdentityService:
         for field_name, acc in (("account_a", aid), ("account_b", bid)):
             if acc not in rows:
                 raise NotFound(f"{field_name}: no such account", reason="ACCOUNT_NOT_FOUND")
-        records = self._decrypt_rows(list(rows.values()))
+        records = self.decrypt_rows(list(rows.values()))
         ra, rb = records.get(aid, {}), records.get(bid, {})
         rules: list[str] = []
         ta = {(i["kind"], i["value"]) for i in ra.get("identifiers", [])}
@@ -534,7 +539,7 @@ class IdentityService:
         after = ""
         while True:
             rows = self.store.accounts_page(after, page)
-            records = self._decrypt_rows(rows)
+            records = self.decrypt_rows(rows)
             for row in rows:
                 rec = records.get(row["account_id"])
                 if rec:
@@ -578,7 +583,7 @@ class IdentityService:
                 edges.append((p, a["person_id"], b["person_id"]))
             elif p >= self.thresholds.review:
                 lo, hi = sorted((a["account_id"], b["account_id"]))
-                review.append({"id": _pair_id(lo, hi), "a": lo, "b": hi, "probability": p})
+                review.append({"id": pair_id(lo, hi), "a": lo, "b": hi, "probability": p})
         now = now_ms()
         for start in range(0, len(review), 1000):
             self.store.put_review(review[start:start + 1000], now)
@@ -629,7 +634,15 @@ class IdentityService:
         return list(result["account_ids"])
 
 
-def _pair_id(a: str, b: str) -> str:
+def stored_record(acc: NormalizedAccount, tokens: dict[str, tuple[str, str, str | None]],
+                  match: dict[str, Any]) -> dict[str, Any]:
+    """What an account's encrypted `attrs` hold: its reference, identifiers, attributes, match record."""
+    return {"source": acc.source, "external_id": acc.external_id,
+            "identifiers": [{"kind": k, "value": v} for k, v, _ in tokens.values()],
+            "attributes": acc.attributes_dict(), "match": match}
+
+
+def pair_id(a: str, b: str) -> str:
     lo, hi = sorted((a, b))
     return hashlib.sha256(f"{lo}:{hi}".encode()).hexdigest()[:32]
 
@@ -639,7 +652,7 @@ def review_rows_to_refs(service: IdentityService, rows: list[dict[str, Any]]) ->
     ids = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
     refs: dict[str, tuple[str, str]] = {}
     rows = service.store.accounts_with_keys(ids) if ids else []
-    records = service._decrypt_rows(rows)
+    records = service.decrypt_rows(rows)
     for row in rows:
         rec = records.get(row["account_id"], {})
         refs[row["account_id"]] = (rec.get("source", ""), rec.get("external_id", ""))

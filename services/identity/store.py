@@ -21,8 +21,14 @@ SCHEMA = Schema(
     unique=[("Person", "id"), ("Account", "id"), ("Identifier", "token"), ("BlockKey", "token"),
             ("PersonChange", "seq"), ("Decision", "id"), ("ReviewPair", "id"), ("Suppression", "token"),
             ("Counter", "name"), ("IdempotencyRecord", "key"), ("Model", "version")],
-    indexes=[("Person", "merged_into"), ("Account", "source"), ("Decision", "a"), ("Decision", "b")],
+    indexes=[("Person", "merged_into"), ("Account", "source"), ("Account", "bucket"), ("Decision", "a"),
+             ("Decision", "b")],
 )
+BUCKETS = 256  # accounts are read in full, bucket by bucket (first byte of the account id)
+
+
+def bucket_of(account_id: str) -> int:
+    return int(account_id[:2], 16) % BUCKETS
 
 UPSERT_ACCOUNT = cypher(
     "identity.upsert_account",
@@ -31,7 +37,8 @@ UPSERT_ACCOUNT = cypher(
     ON CREATE SET p.created_at = $now, p.updated_at = $now
     MERGE (a:Account {id: $account_id})
     ON CREATE SET a.created_at = $now, a.source = $source
-    SET a.updated_at = $now, a.ref = $ref, a.attrs = $attrs, p.updated_at = $now
+    SET a.updated_at = $now, a.ref = $ref, a.attrs = $attrs, a.bucket = $bucket, a.staged = null,
+        p.updated_at = $now
     WITH a, p
     OPTIONAL MATCH (a)-[old:BELONGS_TO]->(other:Person)
     WHERE other.id <> p.id
@@ -56,6 +63,86 @@ UPSERT_ACCOUNT = cypher(
       MERGE (k:BlockKey {token: token})
       MERGE (a)-[:BLOCK]->(k))
     RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
+    """,
+    write=True,
+)
+
+# Bulk import. A staged account has no BELONGS_TO edge yet, so every lookup, candidate search and
+# deterministic match (all go through BELONGS_TO) ignores it until it is linked. Edges are created
+# only for accounts this very execution created (`fresh`), so a retried or re-sent batch adds nothing.
+STAGE_ACCOUNTS = cypher(
+    "identity.stage_accounts",
+    """
+    UNWIND $accounts AS row
+    MERGE (a:Account {id: row.account_id})
+    ON CREATE SET a.created_at = $now, a.updated_at = $now, a.source = row.source, a.ref = row.ref,
+                  a.attrs = row.attrs, a.bucket = row.bucket, a.staged = true, a.fresh = true
+    WITH a, row
+    WHERE a.fresh = true
+    SET a.fresh = null
+    FOREACH (ident IN row.identifiers |
+      MERGE (i:Identifier {token: ident.token})
+      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
+      CREATE (a)-[:HAS]->(i))
+    FOREACH (token IN row.block_tokens |
+      MERGE (k:BlockKey {token: token})
+      CREATE (a)-[:BLOCK]->(k))
+    RETURN count(a) AS staged
+    """,
+    write=True,
+)
+
+ACCOUNT_STATES = cypher(
+    "identity.account_states",
+    """
+    UNWIND $account_ids AS aid
+    MATCH (a:Account {id: aid})
+    RETURN a.id AS account_id, coalesce(a.staged, false) AS staged
+    """,
+)
+
+ACCOUNTS_IN_BUCKET = cypher(
+    "identity.accounts_in_bucket",
+    """
+    MATCH (a:Account {bucket: $bucket})
+    OPTIONAL MATCH (a)-[:BELONGS_TO]->(p:Person)
+    RETURN a.id AS account_id, a.attrs AS attrs, coalesce(a.staged, false) AS staged, p.id AS person_id,
+           p.created_at AS person_created_at
+    """,
+)
+
+CONTESTED_IDENTIFIERS = cypher(
+    "identity.contested_identifiers",
+    "MATCH (i:Identifier) WHERE i.contested = true RETURN i.token AS token",
+)
+
+ALL_CANNOT_LINK = cypher(
+    "identity.all_cannot_link",
+    "MATCH (x:Account)-[:CANNOT_LINK]->(y:Account) RETURN x.id AS a, y.id AS b",
+)
+
+CREATE_PERSONS = cypher(
+    "identity.create_persons",
+    """
+    UNWIND $person_ids AS pid
+    MERGE (p:Person {id: pid})
+    ON CREATE SET p.created_at = $now, p.updated_at = $now
+    RETURN count(p) AS persons
+    """,
+    write=True,
+)
+
+ASSIGN_STAGED = cypher(
+    "identity.assign_staged",
+    """
+    UNWIND $rows AS row
+    MATCH (a:Account {id: row.account_id})
+    WHERE a.staged = true
+    MATCH (p:Person {id: row.person_id})
+    CREATE (a)-[:BELONGS_TO {method: row.method, probability: row.probability, model_version: $model_version,
+                             at: $now}]->(p)
+    SET a.staged = null, p.updated_at = $now
+    RETURN count(a) AS assigned
     """,
     write=True,
 )
@@ -459,6 +546,36 @@ class IdentityStore:
 
     def upsert_account(self, **params: Any) -> dict[str, Any]:
         return self.graph.run(UPSERT_ACCOUNT, params)[0]
+
+    def stage_accounts(self, rows: list[dict[str, Any]], now: int) -> int:
+        rows_out = self.graph.run(STAGE_ACCOUNTS, {"accounts": rows, "now": now}) if rows else []
+        return int(rows_out[0]["staged"]) if rows_out else 0
+
+    def account_states(self, account_ids: list[str]) -> dict[str, bool]:
+        """Account id → whether it is staged (True) or linked (False); unknown ids are absent."""
+        if not account_ids:
+            return {}
+        rows = self.graph.run(ACCOUNT_STATES, {"account_ids": account_ids})
+        return {r["account_id"]: bool(r["staged"]) for r in rows}
+
+    def accounts_in_bucket(self, bucket: int) -> list[dict[str, Any]]:
+        return self.graph.run(ACCOUNTS_IN_BUCKET, {"bucket": bucket})
+
+    def contested_identifiers(self) -> set[str]:
+        return {r["token"] for r in self.graph.run(CONTESTED_IDENTIFIERS, {})}
+
+    def all_cannot_link(self) -> list[tuple[str, str]]:
+        return [(r["a"], r["b"]) for r in self.graph.run(ALL_CANNOT_LINK, {})]
+
+    def create_persons(self, person_ids: list[str], now: int) -> None:
+        if person_ids:
+            self.graph.run(CREATE_PERSONS, {"person_ids": person_ids, "now": now})
+
+    def assign_staged(self, rows: list[dict[str, Any]], model_version: str, now: int) -> int:
+        if not rows:
+            return 0
+        out = self.graph.run(ASSIGN_STAGED, {"rows": rows, "model_version": model_version, "now": now})
+        return int(out[0]["assigned"]) if out else 0
 
     def account_person(self, account_id: str) -> dict[str, Any] | None:
         rows = self.graph.run(ACCOUNT_PERSON, {"account_id": account_id})

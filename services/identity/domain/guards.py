@@ -202,5 +202,9 @@ class ConstrainedUnion:
         del self._members[rb]
         return True
 
+    def members(self, x: str) -> list[Candidate]:
+        """The group `x` currently belongs to."""
+        return self._members[self._find(x)]
+
     def groups(self) -> list[list[Candidate]]:
         return list(self._members.values())

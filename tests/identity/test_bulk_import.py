@@ -1,0 +1,144 @@
+"""Bulk import: staging, one bulk link of everything staged, resume, and the persons it decides."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import time
+
+import grpc
+import pytest
+from tessera.identity.v1 import identity_pb2 as pb
+from tessera.identity.v1 import identity_pb2_grpc
+from tessera.type.v1 import subject_pb2
+
+from bench.synth import generate
+from services.identity.cli import _raw_to_input
+from services.identity.domain import guards
+from services.identity.domain.normalize import normalize_account, to_match_record
+from tests.identity.test_import import run_cli
+
+
+def ref(raw: dict) -> subject_pb2.AccountRef:
+    return subject_pb2.AccountRef(source=raw["source"], external_id=raw["id"])
+
+
+def test_bulk_import_resumes_links_to_existing_persons_and_keeps_traps_apart(stack_factory, tmp_path):
+    stack = stack_factory("identity")
+    stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+    population = list(generate(500, seed=31))
+    truth = {(a["source"], a["id"]): person for accounts, person, _trap in population for a in accounts}
+    # Already in the graph before the import: the first account of the first 40 persons.
+    existing = {}
+    for accounts, person, _trap in population[:40]:
+        linked = stub.LinkAccount(pb.LinkAccountRequest(account=_raw_to_input(accounts[0])))
+        existing[person] = linked.person.name.removeprefix("persons/")
+    data, out = tmp_path / "accounts.jsonl", tmp_path / "persons.jsonl"
+    with data.open("w") as fh:
+        for accounts, _person, _trap in population:
+            for acc in accounts:
+                fh.write(json.dumps(acc, ensure_ascii=False) + "\n")
+            if len(accounts) > 1:
+                fh.write('{"source": "webshop"}\n')  # a bad line: no id
+    env = {**os.environ, "TESSERA_HOME": str(tmp_path / "home"),
+           "TESSERA_CLIENTS_IDENTITY_ADDR": f"127.0.0.1:{stack.ports['identity']}"}
+    args = ["identity", "import", str(data), "--mode", "bulk", "--assignments", str(out), "--batch-size", "20"]
+    first = run_cli(args, env)
+    progress_files = tmp_path / "home" / "imports"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(progress_files.glob("*.progress.json")):
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    saved = json.loads(next(progress_files.glob("*.progress.json")).read_text())
+    assert saved["mode"] == "bulk"
+    assert saved["phase"] == "reading"
+    assert 0 < saved["offset"] < data.stat().st_size, "the import was not interrupted while staging"
+    staged_raw = next(a for accounts, _p, _t in population[40:] for a in accounts)
+    with pytest.raises(grpc.RpcError) as err:  # staged, not linked yet: invisible to lookups
+        stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(account=ref(staged_raw))))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    second = run_cli(args, env)
+    _stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 3, stderr  # finished, with bad lines reported
+    assert "resuming at line" in stderr
+    assert "linked" in stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {(r["source"], r["id"]) for r in rows} == set(truth)
+    person_of = {(r["source"], r["id"]): r["person_id"] for r in rows}
+    assert all(person_of.values())
+
+    # Every account exactly once: resuming staged nothing twice.
+    persons = set(person_of.values())
+    total = sum(stub.GetPerson(pb.GetPersonRequest(name=f"persons/{p}")).account_count for p in persons)
+    assert total == len(truth)
+    # Accounts of persons already in the graph joined them, under the existing (stable) ids.
+    joined = [person_of[(a["source"], a["id"])] == existing[person]
+              for accounts, person, _t in population[:40] for a in accounts[1:]]
+    assert sum(joined) >= 0.8 * len(joined)
+    # Pairwise quality on the ground truth, and no trap group glued together.
+    same_truth = same_found = both = 0
+    for x, y in itertools.combinations(truth, 2):
+        t, f = truth[x] == truth[y], person_of[x] == person_of[y]
+        same_truth += t
+        same_found += f
+        both += t and f
+    assert both / same_found >= 0.98  # precision
+    assert both / same_truth >= 0.75  # recall
+    # The guards hold inside every person: no two of its accounts provably belong to different
+    # people (conflicting birth dates or given names), whatever the scores said.
+    traits = {(a["source"], a["id"]): guards.Traits.of(to_match_record(normalize_account(a)))
+              for accounts, _p, _t in population for a in accounts}
+    by_person: dict[str, list[tuple[str, str]]] = {}
+    for key, person in person_of.items():
+        by_person.setdefault(person, []).append(key)
+    conflicts = [(x, y) for keys in by_person.values() for x, y in itertools.combinations(keys, 2)
+                 if guards.conflict(traits[x], traits[y])]
+    assert not conflicts
+    trap_persons = {person for _accounts, person, trap in population if trap}
+    assert trap_persons, "the population holds trap groups"
+
+    # Linking again finds nothing staged and changes nothing.
+    steps = list(stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest()))
+    assert steps[-1].phase == pb.LinkStagedAccountsResponse.PHASE_DONE
+    assert steps[-1].linked_accounts == 0
+    assert stub.GetModel(pb.GetModelRequest()).version == steps[-1].model_version
+
+
+def test_staging_is_idempotent_and_relinks_known_accounts(stack_factory):
+    stack = stack_factory("identity")
+    stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+    known = {"source": "webshop", "id": "k1", "emails": ["kai.kern@example.org"], "given_name": "Kai"}
+    stub.LinkAccount(pb.LinkAccountRequest(account=_raw_to_input(known)))
+    fresh = {"source": "app", "id": "f1", "emails": ["kai.kern@example.org"], "phones": ["0151 99887766"],
+             "given_name": "Kai"}
+    batch = pb.StageAccountsRequest(accounts=[_raw_to_input(fresh), _raw_to_input(dict(known, given_name="Kai B"))])
+    first, again = stub.StageAccounts(iter([batch, batch]))
+    assert (first.staged, first.already_staged, first.relinked) == (1, 0, 1)
+    assert (again.staged, again.already_staged, again.relinked) == (0, 1, 1)
+    steps = list(stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest()))
+    done = steps[-1]
+    assert done.phase == pb.LinkStagedAccountsResponse.PHASE_DONE
+    assert done.linked_accounts == 1
+    assert done.created_persons == 0  # the shared e-mail joined the staged account to the known person
+    kai = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(account=ref(known))))
+    assert kai.account_count == 2
+    by_phone = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(
+        identifier=subject_pb2.Identifier(kind=subject_pb2.IDENTIFIER_KIND_PHONE, value="+49 151 99887766"))))
+    assert by_phone.name == kai.name
+
+
+def test_staging_rejects_oversized_and_malformed_batches(stack_factory):
+    stack = stack_factory("identity")
+    stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+    too_many = pb.StageAccountsRequest(accounts=[_raw_to_input({"source": "s", "id": str(i)}) for i in range(1001)])
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.StageAccounts(iter([too_many])))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    missing_id = pb.StageAccountsRequest(accounts=[pb.AccountInput(ref=subject_pb2.AccountRef(source="s"))])
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.StageAccounts(iter([missing_id])))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
