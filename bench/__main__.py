@@ -3,6 +3,7 @@
     python -m bench                       # the default set, sized for a 2-core laptop
     python -m bench accuracy --persons 5000
     python -m bench realtime --persons 100000
+    python -m bench bulk --persons 400000      # ≈ 1M accounts
     python -m bench consent --persons 100000 --events 1000000
 """
 
@@ -23,6 +24,9 @@ def main() -> None:
     p = sub.add_parser("realtime", help="real-time link latency through gRPC with N persons loaded")
     p.add_argument("--persons", type=int, default=100_000)
     p.add_argument("--samples", type=int, default=2000)
+    p = sub.add_parser("bulk", help="bulk import end to end: throughput, peak memory, accuracy")
+    p.add_argument("--persons", type=int, default=40_000)
+    p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("consent", help="consent check latency/throughput, batch check, ledger verification")
     p.add_argument("--persons", type=int, default=20_000)
     p.add_argument("--events", type=int, default=1_000_000)
@@ -32,6 +36,11 @@ def main() -> None:
         from bench import realtime
 
         realtime.main(args)
+        return
+    if args.bench == "bulk":
+        from bench import bulk
+
+        bulk.main(args)
         return
     if args.bench == "consent":
         from bench import consent

@@ -33,6 +33,16 @@ class LocalStack:
     channels: dict[str, grpc.Channel]
     graph_uri: str
     home: Path
+    env: dict[str, str]  # the services' environment, for CLI commands run against the stack
+    pids: dict[str, int]  # service (and "falkordb") → process id
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 @contextmanager
@@ -54,7 +64,10 @@ def local_stack(*services: str, workers: int = 16) -> Iterator[LocalStack]:
                     env={**env, "TESSERA_SERVER_PORT": str(ports[service])}, stderr=subprocess.DEVNULL))
                 channels[service] = grpc.insecure_channel(f"127.0.0.1:{ports[service]}")
                 _wait_serving(channels[service], FULL_NAMES[service])
-            yield LocalStack(channels, store.uri, Path(tmp) / "home")
+            pids = {name: proc.pid for name, proc in zip(services, processes, strict=True)}
+            if store.process is not None:
+                pids["falkordb"] = store.process.pid
+            yield LocalStack(channels, store.uri, Path(tmp) / "home", env, pids)
         finally:
             for ch in channels.values():
                 ch.close()

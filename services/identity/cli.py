@@ -15,6 +15,7 @@ import os
 import queue
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +31,7 @@ from services.common.protos import IDENTIFIER_ENUMS
 from services.identity.domain.normalize import InvalidAccount, normalize_account
 
 BULK_FROM = 10_000  # lines; below this, real-time linking is as fast and links as it goes
+IN_FLIGHT = 2  # batches sent ahead of the last answer
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -121,15 +123,18 @@ def _import_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
 
 
-class _LockStep:
-    """A bidirectional stream used in lock step: one message out, its answer back."""
+class _Stream:
+    """A bidirectional stream whose answers come in request order; several requests may be in
+    flight, so that reading the file and the service's work overlap."""
 
     def __init__(self, method: Any):
         self._requests: queue.Queue = queue.Queue()
         self._responses = method(iter(self._requests.get, None), metadata=[(CALLER_HEADER, "tessera-cli")])
 
-    def send(self, request: Any) -> Any:
+    def send(self, request: Any) -> None:
         self._requests.put(request)
+
+    def receive(self) -> Any:
         return next(self._responses)
 
     def close(self) -> None:
@@ -189,7 +194,7 @@ def _send_file(path: str, stub: identity_pb2_grpc.IdentityServiceStub, progress:
     acknowledged batch; at the end of a bulk import the phase moves on to linking."""
     stdin = path == "-"
     bulk = progress.mode == "bulk"
-    stream = _LockStep(stub.StageAccounts if bulk else stub.BatchLinkAccounts)
+    stream = _Stream(stub.StageAccounts if bulk else stub.BatchLinkAccounts)
     started = time.monotonic()
     done_at_start = progress.accounts
     handle = sys.stdin.buffer if stdin else open(path, "rb")  # noqa: SIM115
@@ -198,43 +203,55 @@ def _send_file(path: str, stub: identity_pb2_grpc.IdentityServiceStub, progress:
             handle.seek(progress.offset)
         batch: list[tuple[dict[str, Any], pb.AccountInput]] = []
         line_no, offset = progress.line, progress.offset
+        # Sent, not yet answered: (batch, file offset and line after it, bad lines up to there).
+        in_flight: deque[tuple[list[tuple[dict[str, Any], pb.AccountInput]], int, int, int]] = deque()
 
-        def flush() -> None:
-            nonlocal batch
-            if batch:
-                if bulk:
-                    stream.send(pb.StageAccountsRequest(accounts=[acc for _, acc in batch]))
-                    persons = [""] * len(batch)
-                else:
-                    answer = stream.send(pb.BatchLinkAccountsRequest(
-                        requests=[pb.LinkAccountRequest(account=acc) for _, acc in batch]))
-                    persons = [r.person.name.removeprefix("persons/") for r in answer.responses]
-                with sidecar.open("a") as fh:
-                    for (raw, _), person in zip(batch, persons, strict=True):
-                        fh.write(json.dumps({"source": str(raw["source"]), "id": str(raw["id"]),
-                                             "person_id": person}) + "\n")
-                progress.accounts += len(batch)
-                batch = []
-            progress.offset, progress.line = offset, line_no
+        def acknowledge() -> None:
+            sent, sent_offset, sent_line, bad_so_far = in_flight.popleft()
+            answer = stream.receive()
+            # Bulk: persons are decided only when linking; the assignments resolve them then.
+            persons = [""] * len(sent) if bulk else [r.person.name.removeprefix("persons/") for r in answer.responses]
+            with sidecar.open("a") as fh:
+                for (raw, _), person in zip(sent, persons, strict=True):
+                    fh.write(json.dumps({"source": str(raw["source"]), "id": str(raw["id"]),
+                                         "person_id": person}) + "\n")
+            progress.accounts += len(sent)
+            progress.offset, progress.line, progress.bad_lines = sent_offset, sent_line, bad_so_far
             if not stdin:
                 progress.save()
             rate = (progress.accounts - done_at_start) / max(time.monotonic() - started, 1e-9)
             verb = "staged" if bulk else "accounts"
-            print(f"\rline {line_no:,}  {verb} {progress.accounts:,}  bad {progress.bad_lines:,}  {rate:,.0f}/s",
+            print(f"\rline {sent_line:,}  {verb} {progress.accounts:,}  bad {bad_so_far:,}  {rate:,.0f}/s",
                   end="", file=out, flush=True)
 
+        def flush() -> None:
+            nonlocal batch
+            accounts = [acc for _, acc in batch]
+            if bulk:
+                stream.send(pb.StageAccountsRequest(accounts=accounts))
+            else:
+                stream.send(pb.BatchLinkAccountsRequest(requests=[pb.LinkAccountRequest(account=a) for a in accounts]))
+            in_flight.append((batch, offset, line_no, bad_lines))
+            batch = []
+            while len(in_flight) > IN_FLIGHT:
+                acknowledge()
+
+        bad_lines = progress.bad_lines
         for raw_line in handle:
             line_no += 1
             offset += len(raw_line)
             raw, problem = parse_line(raw_line.decode("utf-8", errors="replace"), settings.identity.default_region)
             if problem:
-                progress.bad_lines += 1
+                bad_lines += 1
                 print(f"\nline {line_no}: {problem}", file=out)
             elif raw is not None:
                 batch.append((raw, _raw_to_input(raw)))
             if len(batch) >= batch_size:
                 flush()
-        flush()
+        if batch or not in_flight:
+            flush()
+        while in_flight:
+            acknowledge()
         print("", file=out)
     finally:
         stream.close()

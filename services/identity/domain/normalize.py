@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -143,6 +144,7 @@ class NormalizedAccount:
 
 
 # ---- single values ----------------------------------------------------------------------------
+@lru_cache(maxsize=200_000)  # names, streets and cities repeat: a bulk import folds each once
 def fold(text: str) -> str:
     """Case, accents and German spellings folded: 'Müller', 'MUELLER', 'Mueller' → 'mueller';
     'José-María' → 'jose maria'. Punctuation and hyphens become single spaces."""
@@ -310,6 +312,7 @@ def normalize_street(raw: str) -> tuple[str | None, str | None]:
     return (street or None), number
 
 
+@lru_cache(maxsize=200_000)
 def cologne_phonetic(name: str | None) -> str | None:
     """Kölner Phonetik of a (folded) name: the usual phonetic code for German names, for blocking.
     'Müller', 'Mueller' and 'Muller' share a code, as do 'Meyer' and 'Maier'."""
