@@ -111,7 +111,7 @@ class BulkImport:
                 "ref": b64(cipher.encrypt("ref", json.dumps([acc.source, acc.external_id]))),
                 "attrs": b64(cipher.encrypt("account", json.dumps(stored_record(acc, tokens, match)))),
                 "identifiers": [{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
-                "block_tokens": blocks,
+                "block_tokens": " ".join(blocks),
             })
         out.staged = self.store.stage_accounts(rows, now_ms())
         out.already_staged += len(rows) - out.staged  # staged concurrently by another writer

@@ -84,7 +84,7 @@ STAGE_ACCOUNTS = cypher(
       MERGE (i:Identifier {token: ident.token})
       ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
       CREATE (a)-[:HAS]->(i))
-    FOREACH (token IN row.block_tokens |
+    FOREACH (token IN CASE WHEN row.block_tokens = '' THEN [] ELSE split(row.block_tokens, ' ') END |
       MERGE (k:BlockKey {token: token})
       CREATE (a)-[:BLOCK]->(k))
     RETURN count(a) AS staged
@@ -548,6 +548,8 @@ class IdentityStore:
         return self.graph.run(UPSERT_ACCOUNT, params)[0]
 
     def stage_accounts(self, rows: list[dict[str, Any]], now: int) -> int:
+        """Rows carry `block_tokens` as one space-separated string: a parameter's every list item
+        costs the FalkorDB client a quoting step, and hex tokens never contain a space."""
         rows_out = self.graph.run(STAGE_ACCOUNTS, {"accounts": rows, "now": now}) if rows else []
         return int(rows_out[0]["staged"]) if rows_out else 0
 
