@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,14 @@ from services.identity.domain.model import (
     train,
 )
 from services.identity.domain.normalize import Identifier
-from services.identity.service import METHOD_PROBABILISTIC, IdentityService, now_ms, pair_id, stored_record
+from services.identity.service import (
+    KIND_COLUMNS,
+    METHOD_PROBABILISTIC,
+    IdentityService,
+    now_ms,
+    pair_id,
+    stored_record,
+)
 from services.identity.store import BUCKETS, bucket_of
 
 log = structlog.get_logger("tessera.identity")
@@ -58,6 +66,21 @@ class Progress:
     created_persons: int = 0
     merged_persons: int = 0
     model_version: str = ""
+
+
+def _drop_widely_shared(matches: list[dict[str, Any]], limit: int) -> None:
+    """An e-mail or phone on `limit` or more accounts (a till's placeholder number) does not link
+    deterministically, and it is no evidence for the model either: removed from the records
+    Splink compares."""
+    columns = tuple(KIND_COLUMNS.values())
+    counts = Counter((column, value) for m in matches for column in columns for value in m.get(column) or ())
+    wide = {key for key, n in counts.items() if n >= limit}
+    if not wide:
+        return
+    for m in matches:
+        for column in columns:
+            if m.get(column):
+                m[column] = [v for v in m[column] if (column, v) not in wide]
 
 
 class BulkImport:
@@ -139,6 +162,7 @@ class BulkImport:
         if not staged:
             yield Progress("done", model_version=getattr(ident.scorer, "version", "") or "")
             return
+        _drop_widely_shared(matches, ident.max_accounts_per_identifier)
         model = self._current_model()
         if model is None and len(matches) >= MIN_TRAINING_RECORDS:
             yield Progress("training", 0, 1)

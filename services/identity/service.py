@@ -178,7 +178,10 @@ class IdentityService:
             {t: v for t, v in tokens.items() if t in linking}, current)
         for token, why in shared_too_widely.items():
             problems.append((f"identifiers.{tokens[token][0]}", why))
-        probabilistic, review = self._probabilistic_candidates(account_id, match, blocks, deterministic, current)
+        # An identifier shared too widely to link is no evidence for the model either.
+        noise = {(KIND_COLUMNS[tokens[t][0]], tokens[t][1]) for t in shared_too_widely if tokens[t][0] in KIND_COLUMNS}
+        probabilistic, review = self._probabilistic_candidates(account_id, match, blocks, deterministic, current,
+                                                               noise)
 
         candidate_ids = sorted({*deterministic, *probabilistic} - ({current["person_id"]} if current else set()))
         infos = self._person_infos([*candidate_ids, *([current["person_id"]] if current else [])])
@@ -268,7 +271,7 @@ class IdentityService:
         return found, not_linking
 
     def _probabilistic_candidates(self, account_id: str, match: dict, blocks: list[str],
-                                  deterministic: dict, current: dict | None
+                                  deterministic: dict, current: dict | None, noise: set[tuple[str, str]]
                                   ) -> tuple[dict[str, float], dict[str, float]]:
         if self.scorer is None or not blocks:
             return {}, {}
@@ -282,7 +285,7 @@ class IdentityService:
             other = records.get(row["account_id"])
             if other is None:
                 continue
-            result = self.scorer.score(match, other["match"])
+            result = self.scorer.score(without(match, noise), without(other["match"], noise))
             p = float(result.match_probability)
             if p >= self.thresholds.link:
                 linked[pid] = max(p, linked.get(pid, 0.0))
@@ -632,6 +635,16 @@ class IdentityService:
         self.store.delete_orphans([*result["identifier_tokens"], *result["block_tokens"]])
         log.info("person_erased", person_id=person.person_id, count=len(result["account_ids"]))
         return list(result["account_ids"])
+
+
+KIND_COLUMNS = {"email": "emails", "phone": "phones"}  # identifier kinds the model compares
+
+
+def without(match: dict[str, Any], noise: set[tuple[str, str]]) -> dict[str, Any]:
+    """The match record without the (column, value) identifiers in `noise`."""
+    if not noise:
+        return match
+    return {**match, **{c: [v for v in match.get(c) or [] if (c, v) not in noise] for c in KIND_COLUMNS.values()}}
 
 
 def stored_record(acc: NormalizedAccount, tokens: dict[str, tuple[str, str, str | None]],

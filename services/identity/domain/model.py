@@ -214,9 +214,12 @@ def predict_and_cluster(model: TrainedModel, records: Sequence[Record], *, thres
     """Bulk: Splink's own predict over all blocked pairs, then its clustering at the threshold.
     Returns the scored pairs at or above `min(threshold, 0.5)` and unique_id → cluster id."""
     frame = _frame(records)
-    linker = _linker(frame, model.settings)
+    # Only ids and scores leave DuckDB: the retained comparison columns would multiply memory.
+    lean = {**model.settings, "retain_matching_columns": False, "retain_intermediate_calculation_columns": False}
+    linker = _linker(frame, lean)
+    del frame
     pairs = linker.inference.predict(threshold_match_probability=min(threshold, 0.5))
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pairs, threshold_match_probability=threshold)
-    scored = pairs.as_pandas_dataframe()[["unique_id_l", "unique_id_r", "match_probability", "match_weight"]]
-    table = clusters.as_pandas_dataframe()[["unique_id", "cluster_id"]]
-    return scored, dict(zip(table["unique_id"].astype(str), table["cluster_id"].astype(str), strict=True))
+    scored = pairs.as_duckdbpyrelation().project("unique_id_l, unique_id_r, match_probability, match_weight").df()
+    table = clusters.as_duckdbpyrelation().project("unique_id, cluster_id").fetchall()
+    return scored, {str(uid): str(cid) for uid, cid in table}

@@ -518,6 +518,7 @@ def to_match_record(acc: NormalizedAccount) -> dict[str, Any]:
         "house_number": acc.house_number,
         "postcode": acc.postcode,
         "city": acc.city,
-        "emails": sorted(i.value for i in acc.identifiers if i.kind == "email"),
+        # Role addresses are shared by whoever works there: no evidence that two records are one person.
+        "emails": sorted(i.value for i in acc.identifiers if i.kind == "email" and i.links),
         "phones": sorted(i.value for i in acc.identifiers if i.kind == "phone"),
     }
