@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -341,16 +342,30 @@ class ConsentService:
 
     def verify(self, page: int = 10_000) -> ledger.Verification:
         head_seq, head_hash = self.store.ledger_head(ledger.GENESIS)
-        return ledger.verify_chain(self._iterate(head_seq, page), head=(head_seq, head_hash))
+        return ledger.verify_entries(self._iterate(head_seq, page), head=(head_seq, head_hash))
 
-    def _iterate(self, head_seq: int, page: int) -> Iterator[dict[str, Any]]:
-        """Every event in sequence windows up to the head, then anything stored beyond it (which
-        verification reports as a chain longer than its head)."""
-        after = 0
-        while after < head_seq:
-            yield from self.store.events_page(after, after + page)
-            after += page
-        yield from self.store.events_page(after, after + 10 * page)
+    def _iterate(self, head_seq: int, page: int) -> Iterator[ledger.ChainEntry]:
+        """Chain entries of every event in sequence windows up to the head, then of anything stored
+        beyond it (which verification reports as a chain longer than its head). Windows come in the
+        packed form; one the store cannot pack is read as full records. A reader thread fetches the
+        next window while this one is hashed (the client waits on the socket without the GIL)."""
+        windows = [(after, after + page) for after in range(0, head_seq, page)]
+        last = windows[-1][1] if windows else 0
+        windows.append((last, last + 10 * page))
+
+        def entries(after: int, until: int) -> list[ledger.ChainEntry]:
+            packed = self.store.packed_events_page(after, until)
+            unpacked = None if packed is None else ledger.unpack_entries(packed)
+            if unpacked is not None:
+                return unpacked
+            return [ledger.chain_entry(e) for e in self.store.events_page(after, until)]
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-reader") as reader:
+            pending = reader.submit(entries, *windows[0])
+            for window in windows[1:]:
+                current, pending = pending.result(), reader.submit(entries, *window)
+                yield from current
+            yield from pending.result()
 
     def shred(self, refs: list[str]) -> int:
         """Erasure: destroy the subjects' keys and drop their encrypted payloads; the chain stays valid."""

@@ -12,8 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.graph.port import GraphClient, Schema
+import structlog
+
+from services.common.graph.port import GraphClient, GraphQueryError, Schema
 from services.common.graph.statements import cypher
+from services.consent.domain.ledger import INTEGER_FIELDS, PACK_SEPARATOR, PACKED_FIELDS
+
+log = structlog.get_logger("tessera.consent")
 
 SCHEMA = Schema(
     unique=[("Purpose", "id"), ("PurposeVersion", "key"), ("ConsentEvent", "seq"), ("ConsentEvent", "event_id"),
@@ -179,6 +184,28 @@ EVENTS_PAGE = cypher(
     """,
 )
 
+
+def _packed_field(name: str) -> str:
+    """One field of the packed form (services/consent/domain/ledger.py, `PACKED_FIELDS`): tagged by
+    its stored type, so a value of another type is never mistaken for the one sealed. Only
+    `toString(x) = x` holds for a string, only `toInteger(x) = x` for an integer (or an integral
+    float, whose text is no decimal integer and so stays unpackable); a list makes the statement
+    fail, and the caller falls back to full records."""
+    if name in INTEGER_FIELDS:
+        return (f"CASE WHEN toInteger(e.{name}) = e.{name} THEN 'i' + toString(e.{name}) "
+                f"WHEN e.{name} IS NULL THEN 'n' ELSE 'x' END")
+    return f"CASE WHEN toString(e.{name}) = e.{name} THEN 's' + e.{name} WHEN e.{name} IS NULL THEN 'n' ELSE 'x' END"
+
+
+# Verification reads the whole ledger: one string per event rather than a map of ~20 values, because
+# the client's per-value parsing, not the store, bounds how fast events arrive.
+PACKED_EVENTS_PAGE = cypher(
+    "consent.packed_events_page",
+    "MATCH (e:ConsentEvent)\nWHERE e.seq > $after AND e.seq <= $until\nRETURN "
+    + "\n  + $sep + ".join(_packed_field(name) for name in PACKED_FIELDS)
+    + " AS packed\nORDER BY e.seq",
+)
+
 SHRED_EVENTS = cypher(
     "consent.shred_events",
     """
@@ -297,6 +324,17 @@ class ConsentStore:
         """Events with after < seq <= until, in order: callers page by sequence windows, so no
         page sorts more than its own window."""
         return [r["event"] for r in self.graph.run(EVENTS_PAGE, {"after": after, "until": until})]
+
+    def packed_events_page(self, after: int, until: int) -> list[str] | None:
+        """`events_page` in the packed form of `ledger.PACKED_FIELDS`; None when the store cannot
+        pack some event of the window (a list where a field should be), which callers then read
+        with `events_page`."""
+        try:
+            rows = self.graph.run(PACKED_EVENTS_PAGE, {"after": after, "until": until, "sep": PACK_SEPARATOR})
+        except GraphQueryError:
+            log.warning("ledger_window_unpackable", statement=PACKED_EVENTS_PAGE.name, sequence=after)
+            return None
+        return [r["packed"] for r in rows]
 
     def shred_events(self, refs: list[str]) -> int:
         rows = self.graph.run(SHRED_EVENTS, {"refs": refs}) if refs else []

@@ -8,8 +8,7 @@ from services.common.config import GraphSettings
 from services.common.errors import Unavailable
 from services.common.falkordb_server import EmbeddedFalkorDB, free_port
 from services.common.graph.factory import connect
-from services.common.graph.falkordb_adapter import GraphQueryError
-from services.common.graph.port import Schema
+from services.common.graph.port import GraphQueryError, Schema
 from services.common.graph.statements import Statement
 
 ECHO_WRITE = Statement("test.echo_write", "MERGE (n:Echo {id: $id}) SET n.value = $value RETURN n.value AS value",

@@ -13,9 +13,8 @@ import pytest
 from neo4j import exceptions as nex
 
 from services.common.errors import Aborted, Unavailable
-from services.common.graph.falkordb_adapter import GraphQueryError
 from services.common.graph.neo4j_adapter import Neo4jGraph
-from services.common.graph.port import Schema
+from services.common.graph.port import GraphQueryError, Schema
 from services.common.graph.statements import Statement
 
 STMT = Statement("test.neo4j", "MATCH (n:Person {id: $id}) RETURN n.id AS id")

@@ -12,6 +12,11 @@ def test_names_tolerate_typos_prefixes_and_full_swaps_but_not_families():
     assert conflict(Traits("anna", "schmidt"), Traits("schmidt", "anna")) is None  # fields swapped
     # One shared surname is what a family has, even when one record has its fields swapped.
     assert conflict(Traits("charlotte", "wolff"), Traits("wolff", "soeren")) == "conflicting_given_name"
+    # A record with only a given name may hold the family name typed into it (newsletter sign-ups)…
+    assert conflict(Traits("schmitz", None), Traits("renate", "schmitz")) is None
+    # …but two different given names stay a conflict when neither record has a family name.
+    assert conflict(Traits("renate", None), Traits("petra", None)) == "conflicting_given_name"
+    assert conflict(Traits("renate", None), Traits("petra", "schmitz")) == "conflicting_given_name"
     assert conflict(Traits("anna", None, "1980-01-02"), Traits("anna", None, "1980-02-01")) is None
     assert conflict(Traits("anna", None, "1980-01-02"), Traits("anna", None, "1975-06-30")) == "conflicting_birth_date"
 

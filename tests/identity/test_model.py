@@ -69,6 +69,18 @@ def test_scorer_handles_nulls_umlauts_and_gives_a_waterfall(model):
     assert score.match_weight == pytest.approx(total)
 
 
+def test_swapped_names_are_one_piece_of_evidence_and_share_a_blocking_key(model):
+    from services.identity.domain.blocking import block_keys
+
+    a = {"unique_id": "a", "given_name": "renate", "family_name": "schmitz", "birth_date": "1950-01-01",
+         "emails": [], "phones": []}
+    b = {**a, "unique_id": "b", "given_name": "schmitz", "family_name": "renate"}
+    levels = {c.comparison: c.level for c in RealtimeScorer(model).score(a, b).contributions}
+    assert levels["given_name"] == "swapped with family name"
+    assert levels["family_name"] == "null"  # not counted a second time
+    assert dict(block_keys(a))["name_pair"] == dict(block_keys(b))["name_pair"]
+
+
 def test_levenshtein_matches_duckdb():
     import duckdb
 

@@ -10,20 +10,14 @@ import redis.exceptions as rex
 import structlog
 from falkordb import FalkorDB
 
-from services.common.errors import Aborted, TesseraError
+from services.common.errors import Aborted
 from services.common.graph import dialect
-from services.common.graph.port import Row, Schema, TransientGraphError, with_retries
+from services.common.graph.port import GraphQueryError, Row, Schema, TransientGraphError, with_retries
 from services.common.graph.statements import Statement
 
 log = structlog.get_logger("tessera.graph")
 
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, ConnectionError, OSError)
-
-
-class GraphQueryError(TesseraError):
-    """The store rejected a statement: a defect in our Cypher, never the caller's fault."""
-
-    reason = "GRAPH_QUERY_FAILED"
 
 
 def _plain(value: Any) -> Any:

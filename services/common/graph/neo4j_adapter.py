@@ -10,8 +10,7 @@ from neo4j import exceptions as nex
 
 from services.common.errors import Aborted
 from services.common.graph import dialect
-from services.common.graph.falkordb_adapter import GraphQueryError
-from services.common.graph.port import Row, Schema, TransientGraphError, with_retries
+from services.common.graph.port import GraphQueryError, Row, Schema, TransientGraphError, with_retries
 from services.common.graph.statements import Statement
 
 _TRANSIENT = (nex.ServiceUnavailable, nex.SessionExpired, nex.TransientError, nex.DriverError, OSError)

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from services.common.errors import Unavailable
+from services.common.errors import TesseraError, Unavailable
 from services.common.graph.statements import Statement
 
 T = TypeVar("T")
@@ -30,6 +30,12 @@ class Schema:
 
     unique: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (label, property)
     indexes: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+class GraphQueryError(TesseraError):
+    """The store rejected a statement: a defect in our Cypher, never the caller's fault."""
+
+    reason = "GRAPH_QUERY_FAILED"
 
 
 class TransientGraphError(Exception):

@@ -27,8 +27,9 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from json.encoder import encode_basestring
 from typing import Any
 
 GENESIS = hashlib.sha256(b"tessera-consent-ledger-v1").hexdigest()
@@ -48,6 +49,21 @@ CHAINED_FIELDS = (
 _RECORD_NAME = {"recorded_at_ms": "recorded_at", "effective_at_ms": "effective_at",
                 "expires_at_ms": "expires_at", "payload_ciphertext": "payload"}
 _TYPED_NAME = {v: k for k, v in _RECORD_NAME.items()}
+
+
+# The packed form of an event, as the store reads the ledger for verification (one string per event
+# instead of a map: the FalkorDB client parses every returned value in Python, so fewer values is
+# what makes reading fast). `PACKED_FIELDS` in this order, joined by `PACK_SEPARATOR`; each field
+# tagged "s" + text, "i" + decimal integer, "n" for null, "x" for any other type. A field holding
+# the separator or an "x" makes the event unpackable: the caller then verifies that stretch of the
+# ledger from full records, so the packed form never decides anything the record form would not.
+PACKED_FIELDS = (*sorted(CHAINED_FIELDS), "hash", "payload")
+INTEGER_FIELDS = frozenset({"seq", "purpose_version", "recorded_at", "effective_at", "expires_at"})
+PACK_SEPARATOR = "\x1f"
+_CANONICAL_TEMPLATE = "{" + ",".join(f'"{k}":%s' for k in sorted(CHAINED_FIELDS)) + "}"
+_AT = {name: i for i, name in enumerate(PACKED_FIELDS)}
+_SEQ, _PREV, _HASH, _PAYLOAD, _DIGEST = (_AT[k] for k in ("seq", "prev_hash", "hash", "payload", "payload_sha256"))
+_BODY = len(CHAINED_FIELDS)
 
 
 def genesis_hash() -> str:
@@ -235,13 +251,52 @@ class VerificationResult:
 Verification = VerificationResult  # the name the service uses
 
 
-def _event_fields(event: Any) -> tuple[Any, Any, Any, Any, str, bytes]:
+ChainEntry = tuple[Any, Any, Any, Any, str, bytes]
+
+
+def chain_entry(event: Any) -> ChainEntry:
     """seq, prev_hash, hash, payload digest check input, recorded digest and canonical bytes."""
     if isinstance(event, ConsentEvent):
         return (event.seq, event.prev_hash, event.hash, event.payload_ciphertext, event.payload_sha256 or "",
                 canonical(event))
     return (event.get("seq"), event.get("prev_hash"), event.get("hash"), event.get("payload"),
             event.get("payload_sha256") or "", canonical(event))
+
+
+def unpack_entries(packed: Sequence[str]) -> list[ChainEntry] | None:
+    """The chain entries of packed events (see `PACKED_FIELDS`), with the same canonical bytes
+    `canonical` gives for the record; None if any of them is not in the packed form."""
+    entries = []
+    width, template, separator, body_end = len(PACKED_FIELDS), _CANONICAL_TEMPLATE, PACK_SEPARATOR, _BODY
+    for text in packed:
+        parts = text.split(separator)
+        if len(parts) != width:
+            return None
+        values: list[Any] = []
+        encoded: list[str] = []
+        for part in parts:
+            tag = part[:1]
+            if tag == "s":
+                value = part[1:]
+                encoded.append(encode_basestring(value))
+            elif tag == "n":
+                value = None
+                encoded.append("null")
+            elif tag == "i":
+                digits = part[1:]
+                try:
+                    value = int(digits)
+                except ValueError:
+                    return None
+                if repr(value) != digits:  # the decimal form the canonical JSON has, nothing else
+                    return None
+                encoded.append(digits)
+            else:
+                return None
+            values.append(value)
+        body = (template % tuple(encoded[:body_end])).encode("utf-8")
+        entries.append((values[_SEQ], values[_PREV], values[_HASH], values[_PAYLOAD], values[_DIGEST] or "", body))
+    return entries
 
 
 def verify_chain(events: Iterable[ConsentEvent | Mapping[str, Any]], expected_head: str | None = None, *,
@@ -251,10 +306,15 @@ def verify_chain(events: Iterable[ConsentEvent | Mapping[str, Any]], expected_he
     reordered one (sequence gap, broken link to the previous hash), and — given the head recorded
     separately, as `expected_head` (hash) or `head` (sequence, hash) — truncation at the end or
     events beyond the head. A shredded payload (None) is fine: its digest stays in the chain."""
+    return verify_entries(map(chain_entry, events), expected_head, head=head)
+
+
+def verify_entries(entries: Iterable[ChainEntry], expected_head: str | None = None, *,
+                   head: tuple[int, str] | None = None) -> VerificationResult:
+    """`verify_chain` over chain entries (`chain_entry` of records, or `unpack_entries`)."""
     sha256 = hashlib.sha256
     prev_hash, expected_seq, checked = GENESIS, 1, 0
-    for event in events:
-        seq, link, recorded, payload, digest, body = _event_fields(event)
+    for seq, link, recorded, payload, digest, body in entries:
         if seq != expected_seq:
             if seq is None or int(seq) != expected_seq:
                 return VerificationResult(False, checked, expected_seq,

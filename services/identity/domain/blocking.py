@@ -7,12 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# (rule name, fields): fields are match-record keys; "birth_year" is derived from birth_date.
+from services.identity.domain.model_settings import name_pair
+
+# (rule name, fields): fields are match-record keys; "birth_year", "given_initial" and "name_pair"
+# (both names in sorted order) are derived.
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("family_phonetic_birth_year", ("family_name_phonetic", "birth_year")),
     ("given_phonetic_postcode", ("given_name_phonetic", "postcode")),
     ("birth_date_given_initial", ("birth_date", "given_initial")),
     ("family_name_postcode", ("family_name", "postcode")),
+    ("name_pair", ("name_pair",)),
+    ("birth_date_postcode", ("birth_date", "postcode")),
 )
 
 
@@ -20,6 +25,8 @@ def _value(record: Mapping[str, Any], name: str) -> str | None:
     if name == "birth_year":
         bd = record.get("birth_date")
         return str(bd)[:4] if bd else None
+    if name == "name_pair":
+        return name_pair(record)
     if name == "given_initial":
         gn = record.get("given_name")
         return str(gn)[:1] if gn else None

@@ -76,18 +76,23 @@ def dates_compatible(a: str | None, b: str | None) -> bool:
     return swapped or edit_distance(a, b) <= 1
 
 
+def names_swapped(a: Traits, b: Traits) -> bool:
+    """Given and family name swapped between the records: every crosswise pair that both records
+    have is compatible, and there is at least one. When both records have both names, both must
+    match crosswise (one shared surname alone is what families have); a record that has only a
+    given name (a newsletter sign-up) may have typed the family name into it."""
+    present = [(x, y) for x, y in ((a.given_name, b.family_name), (a.family_name, b.given_name)) if x and y]
+    return bool(present) and all(names_compatible(x, y) for x, y in present)
+
+
 def conflict(a: Traits, b: Traits) -> str | None:
     """Why two records cannot be one person, or None. Different birth dates, or different given
     names, are decisive even when an identifier is shared (families, twins, colleagues). Given and
     family name swapped between the records is a data-entry slip, not a conflict."""
     if not dates_compatible(a.birth_date, b.birth_date):
         return "conflicting_birth_date"
-    if not names_compatible(a.given_name, b.given_name):
-        # Both names must match crosswise: one shared surname alone is what families have.
-        swapped = (a.family_name is not None and b.family_name is not None
-                   and names_compatible(a.given_name, b.family_name) and names_compatible(a.family_name, b.given_name))
-        if not swapped:
-            return "conflicting_given_name"
+    if not names_compatible(a.given_name, b.given_name) and not names_swapped(a, b):
+        return "conflicting_given_name"
     return None
 
 

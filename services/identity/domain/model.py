@@ -1,7 +1,8 @@
 """Training, persisting and applying the Splink model.
 
-Training runs Splink 5 (DuckDB) without labels: the prior from deterministic rules, u by random
-sampling, m by EM in sessions blocked on names/birth date/postcode. A run happens in a fresh
+Training runs Splink 5 (DuckDB) without labels: a first prior from deterministic rules, u by
+random sampling, m by EM in sessions blocked on birth date and on the full name, then the prior
+re-estimated with the trained m and u (see `_estimate_prior`). A run happens in a fresh
 linker and must pass validation before it is returned, so a failed run never leaves a
 half-trained model in use. The trained parameters are compiled into `RealtimeScorer`, which
 scores one pair in-process (no DuckDB) exactly as Splink does.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from services.identity.domain.model_settings import (
@@ -100,8 +102,9 @@ def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
         for cols in EM_BLOCKING:
             linker.training.estimate_parameters_using_expectation_maximisation(
                 block_on(*cols), record_sample_proportion=share)
-        saved = linker.misc.save_model_to_json()
+        saved = _floor_probabilities(linker.misc.save_model_to_json())
         tf = linker.table_management.compute_tf_table("family_name").as_pandas_dataframe()
+        saved["probability_two_random_records_match"] = _estimate_prior(frame, saved)
     except Exception as exc:  # Splink raises many types; none may leave a model behind
         raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}"[:500]) from exc
     tf_table = {str(v): float(f) for v, f in zip(tf["family_name"], tf["tf_family_name"], strict=True)
@@ -109,6 +112,51 @@ def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
     model = TrainedModel(saved, {"family_name": tf_table}, int(time.time() * 1000), len(records))
     validate(model)
     return model
+
+
+# No disagreement may make a pair impossible on its own: EM drives the m of a level that true
+# matches never showed in the training data (a birth date typed wrong) towards 0, which would let
+# that one comparison outweigh all other evidence by dozens of bits.
+MIN_M_PROBABILITY = 1e-3
+
+
+def _floor_probabilities(settings: dict[str, Any]) -> dict[str, Any]:
+    for comparison in settings["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            value = level.get("m_probability")
+            if isinstance(value, int | float) and not math.isnan(value) and value < MIN_M_PROBABILITY:
+                level["m_probability"] = MIN_M_PROBABILITY
+    return settings
+
+
+def _estimate_prior(frame: pd.DataFrame, settings: dict[str, Any], rounds: int = 100) -> float:
+    """The probability that two random records match, re-estimated with the trained m and u.
+
+    The deterministic rules' estimate rests on a guessed recall; records without a birth date
+    never satisfy them, so it runs low when many records lack one. With m and u fixed, the prior's
+    maximum-likelihood value is the mean match probability over all pairs (an EM update on the
+    prior alone); pairs outside the prediction blocking contribute practically nothing, so the
+    mean is taken over the blocked pairs, iterated to a fixed point."""
+    start = settings["probability_two_random_records_match"]
+    n = len(frame)
+    total_pairs = n * (n - 1) / 2
+    # Only the weights are needed; pairs more than ~1000:1 against a match add nothing to the sum.
+    lean = {**settings, "retain_matching_columns": False, "retain_intermediate_calculation_columns": False}
+    pairs = _linker(frame, lean).inference.predict(threshold_match_weight=-10.0)
+    weights = pairs.as_pandas_dataframe()["match_weight"].to_numpy(dtype=float)
+    if not len(weights) or total_pairs <= 0:
+        return start
+    base = weights - math.log2(start / (1 - start))
+    prior = start
+    for _ in range(rounds):
+        shifted = np.clip(base + math.log2(prior / (1 - prior)), -1000.0, 1000.0)
+        estimate = float(np.sum(1.0 / (1.0 + np.exp2(-shifted))) / total_pairs)
+        estimate = min(max(estimate, 1e-12), 0.5)
+        if abs(estimate - prior) <= 1e-6 * prior:
+            prior = estimate
+            break
+        prior = estimate
+    return prior
 
 
 def validate(model: TrainedModel) -> None:
@@ -150,6 +198,7 @@ class _CompiledLevel:
     log2_bf: float
     tf_column: str | None
     tf_weight: float
+    tf_min_u: float
     u: float
 
 
@@ -180,7 +229,8 @@ class RealtimeScorer:
                 m, u = lv["m_probability"], lv["u_probability"]
                 compiled.append(_CompiledLevel(lv["label_for_charts"], n - 1 - i, math.log2(m / u),
                                                lv.get("tf_adjustment_column"),
-                                               float(lv.get("tf_adjustment_weight") or 0.0), u))
+                                               float(lv.get("tf_adjustment_weight") or 0.0),
+                                               float(lv.get("tf_minimum_u_value") or 0.0), u))
             self._compiled.append((spec, compiled))
 
     def score(self, left: Record, right: Record) -> Score:
@@ -199,9 +249,10 @@ class RealtimeScorer:
             tf_adj = 0.0
             if level.tf_column:
                 table = self._tf.get(level.tf_column, {})
-                tf_l, tf_r = table.get(a[level.tf_column]), table.get(b[level.tf_column])
-                if tf_l is not None and tf_r is not None:
-                    tf_adj = level.tf_weight * math.log2(level.u / max(tf_l, tf_r))
+                # As Splink: the larger known frequency of the two values, at least the minimum.
+                known = [t for t in (table.get(a[level.tf_column]), table.get(b[level.tf_column])) if t is not None]
+                if known:
+                    tf_adj = level.tf_weight * (math.log2(level.u) - math.log2(max(*known, level.tf_min_u)))
             total += weight + tf_adj
             contributions.append(Contribution(spec.name, level.label, weight + tf_adj, tf_adj))
             gammas.append(level.gamma)

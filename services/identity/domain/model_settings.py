@@ -77,9 +77,30 @@ def _array(col: str) -> ComparisonSpec:
                lambda left, right: bool(set(left[col]) & set(right[col]))),))
 
 
-def _name(col: str, tf: bool) -> ComparisonSpec:
-    null_sql, is_null = _null(col)
-    return ComparisonSpec(col, null_sql, is_null, (_exact(col, tf), _phonetic(col), _lev(col, 2)))
+def _names_swapped(left: Record, right: Record) -> bool:
+    g_l, f_l, g_r, f_r = (left.get("given_name"), left.get("family_name"), right.get("given_name"),
+                          right.get("family_name"))
+    return None not in (g_l, f_l, g_r, f_r) and g_l == f_r and f_l == g_r and g_l != g_r
+
+
+_SWAPPED_SQL = ('"given_name_l" = "family_name_r" AND "family_name_l" = "given_name_r" '
+                'AND "given_name_l" <> "given_name_r"')
+
+
+def _given_name() -> ComparisonSpec:
+    """Given and family name swapped between the records is one piece of evidence (both names
+    agree), scored here; the family-name comparison counts such a pair as null."""
+    null_sql, is_null = _null("given_name")
+    return ComparisonSpec("given_name", null_sql, is_null, (
+        _exact("given_name"), Level("swapped with family name", _SWAPPED_SQL, _names_swapped),
+        _phonetic("given_name"), _lev("given_name", 2)))
+
+
+def _family_name() -> ComparisonSpec:
+    null_sql, is_null = _null("family_name")
+    return ComparisonSpec("family_name", f"{null_sql} OR ({_SWAPPED_SQL})",
+                          lambda left, right: is_null(left, right) or _names_swapped(left, right),
+                          (_exact("family_name", tf=True), _phonetic("family_name"), _lev("family_name", 2)))
 
 
 def _dob_swapped(left: Record, right: Record) -> bool:
@@ -87,14 +108,24 @@ def _dob_swapped(left: Record, right: Record) -> bool:
     return a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]
 
 
+def _same(left: Record, right: Record, *cols: str) -> bool:
+    """SQL equality on every column: NULL equals nothing, not even NULL."""
+    return all(left.get(c) is not None and left.get(c) == right.get(c) for c in cols)
+
+
 _bd_null, _bd_is_null = _null("birth_date")
-_pc_null, _pc_is_null = _null("postcode")
-_st_null, _st_is_null = _null("street")
-_city_null, _city_is_null = _null("city")
+_ADDRESS = ("street", "postcode", "city")
+# Null when no address field can be compared: both records need at least one in common.
+_addr_null = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in _ADDRESS)
+
+
+def _addr_is_null(left: Record, right: Record) -> bool:
+    return all(left.get(c) is None or right.get(c) is None for c in _ADDRESS)
+
 
 COMPARISONS: tuple[ComparisonSpec, ...] = (
-    _name("given_name", tf=False),
-    _name("family_name", tf=True),
+    _given_name(),
+    _family_name(),
     ComparisonSpec("birth_date", _bd_null, _bd_is_null, (
         _exact("birth_date"),
         Level("one typo or day/month swapped",
@@ -106,21 +137,22 @@ COMPARISONS: tuple[ComparisonSpec, ...] = (
         Level("same year", 'substr("birth_date_l", 1, 4) = substr("birth_date_r", 1, 4)',
               lambda left, right: left["birth_date"][:4] == right["birth_date"][:4]),
     )),
-    ComparisonSpec("postcode", _pc_null, _pc_is_null, (
-        _exact("postcode"),
-        Level("same first three", 'substr("postcode_l", 1, 3) = substr("postcode_r", 1, 3)',
-              lambda left, right: left["postcode"][:3] == right["postcode"][:3]),
+    # One comparison for the whole address: street, postcode and city move together, so three
+    # comparisons would count one move (or one shared home) three times.
+    ComparisonSpec("address", _addr_null, _addr_is_null, (
+        Level("street, number and postcode",
+              '"street_l" = "street_r" AND "house_number_l" = "house_number_r" AND "postcode_l" = "postcode_r"',
+              lambda left, right: _same(left, right, "street", "house_number", "postcode")),
+        Level("postcode", '"postcode_l" = "postcode_r"', lambda left, right: _same(left, right, "postcode")),
+        Level("city", '"city_l" = "city_r"', lambda left, right: _same(left, right, "city")),
     )),
-    ComparisonSpec("street", _st_null, _st_is_null, (
-        Level("street and number", '"street_l" = "street_r" AND "house_number_l" = "house_number_r"',
-              lambda left, right: left["street"] == right["street"] and left.get("house_number") is not None
-              and left.get("house_number") == right.get("house_number")),
-        _exact("street"),
-    )),
-    ComparisonSpec("city", _city_null, _city_is_null, (_exact("city"),)),
     _array("emails"),
     _array("phones"),
 )
+
+# Term-frequency adjustments treat no value as rarer than this: a value seen once or twice in the
+# training data (a given name typed into the family-name field) has no reliable frequency.
+TF_MINIMUM_U = 1e-3
 
 # Prediction blocking: pairs worth scoring (bulk). Real-time candidates use the same ideas as
 # graph blocking keys (services/identity/domain/blocking.py).
@@ -129,18 +161,22 @@ PREDICT_BLOCKING = (
     ("given_name_phonetic", "postcode"),
     ("birth_date", "given_initial"),
     ("family_name", "postcode"),
-    ("given_name", "family_name"),
+    ("name_pair",),  # both names, in either order: catches given and family name swapped
+    ("birth_date", "postcode"),
     ("first_email",),
     ("first_phone",),
 )
 # EM sessions: together they leave no comparison untrained; none is blocked on an identifier
-# (Splink 5's EM fails with m=0 when blocked on e-mail or phone).
-EM_BLOCKING = (("birth_date",), ("family_name_phonetic", "postcode"))
-# Deterministic rules for the prior (probability two random records match).
+# (Splink 5's EM fails with m=0 when blocked on e-mail or phone), and none on a household's shared
+# traits: blocked on surname + postcode, EM takes family members for duplicates and learns that
+# true matches often differ in given name and birth date.
+EM_BLOCKING = (("birth_date",), ("given_name", "family_name"))
+# Deterministic rules for the first estimate of the prior (probability two random records match);
+# training re-estimates it with the trained model.
 PRIOR_RULES = (("given_name", "family_name", "birth_date"), ("family_name", "birth_date", "postcode"))
 COLUMNS = ("unique_id", "given_name", "family_name", "given_name_phonetic", "family_name_phonetic", "birth_date",
            "street", "house_number", "postcode", "city", "emails", "phones", "birth_year", "given_initial",
-           "first_email", "first_phone")
+           "first_email", "first_phone", "name_pair")
 
 
 def splink_settings() -> dict[str, Any]:
@@ -155,6 +191,7 @@ def splink_settings() -> dict[str, Any]:
             if level.tf_column:
                 entry["tf_adjustment_column"] = level.tf_column
                 entry["tf_adjustment_weight"] = 1.0
+                entry["tf_minimum_u_value"] = TF_MINIMUM_U
             levels.append(entry)
         levels.append({"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": m_start[-1],
                        "u_probability": u_start[-1]})
@@ -193,4 +230,11 @@ def prepare(record: Record) -> Record:
     out["given_initial"] = gn[:1] if gn else None
     out["first_email"] = out["emails"][0] if out["emails"] else None
     out["first_phone"] = out["phones"][0] if out["phones"] else None
+    out["name_pair"] = name_pair(record)
     return out
+
+
+def name_pair(record: Record) -> str | None:
+    """Given and family name in sorted order, so that swapped fields give the same key."""
+    gn, fn = record.get("given_name"), record.get("family_name")
+    return "\x1f".join(sorted((gn, fn))) if gn and fn else None

@@ -1,0 +1,63 @@
+"""The packed form verification reads the ledger in gives exactly the chain entries of the stored
+records, against a real store."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from services.consent.domain import ledger
+from services.consent.store import SCHEMA, ConsentStore
+
+NOTICE = hashlib.sha256(b"notice").hexdigest()
+HOSTILE = ['quote " and \\\\ backslash', "Ümlaut ß – 😀 \u2028", "tab\tnew\nline\u0001", "", "%s %d {}", "[1, 2]", "7"]
+
+
+def _sealed(n: int, **changes) -> list[dict]:
+    events, head = [], ledger.GENESIS
+    for seq in range(1, n + 1):
+        draft = {"event_id": f"ev-{seq}", "kind": "grant", "subject_ref": f"account:{seq:040x}", "person_id": None,
+                 "purpose_id": "newsletter-email", "purpose_version": seq, "channel": "email" if seq % 2 else None,
+                 "recorded_at": 1_700_000_000_000 + seq, "effective_at": 1_700_000_000_000 + seq,
+                 "expires_at": 1_800_000_000_000 if seq % 3 else None,
+                 "source_system": "src " + HOSTILE[seq % len(HOSTILE)], "collection_method": "import",
+                 "notice_version": "1", "notice_sha256": NOTICE,
+                 "evidence_ref": HOSTILE[(seq + 1) % len(HOSTILE)] or None, "request_id": f"r-{seq}",
+                 "payload": b"ciphertext" if seq % 2 else None, **changes}
+        event = ledger.seal(draft, seq=seq, prev_hash=head)
+        head = event.hash
+        events.append({k: v for k, v in event.to_record().items() if v is not None})
+    return events
+
+
+@pytest.fixture
+def store(graph) -> ConsentStore:
+    graph.ensure_schema(SCHEMA)
+    store = ConsentStore(graph)
+    store.ledger_head(ledger.GENESIS)
+    return store
+
+
+def test_packed_entries_equal_the_record_entries(store):
+    events = _sealed(len(HOSTILE) * 2)
+    assert store.append_batch(events, 0, ledger.GENESIS)
+    packed = store.packed_events_page(0, 100)
+    entries = ledger.unpack_entries(packed)
+    assert entries == [ledger.chain_entry(e) for e in store.events_page(0, 100)]
+    assert ledger.verify_entries(entries, head=store.ledger_head(ledger.GENESIS)).ok
+
+
+def test_a_value_holding_the_separator_is_not_packed(store):
+    events = _sealed(3, evidence_ref=f"a{ledger.PACK_SEPARATOR}b")
+    assert store.append_batch(events, 0, ledger.GENESIS)
+    assert ledger.unpack_entries(store.packed_events_page(0, 100)) is None
+    assert ledger.verify_chain(store.events_page(0, 100), head=store.ledger_head(ledger.GENESIS)).ok
+
+
+def test_unpack_rejects_untagged_and_non_decimal_fields():
+    sep, rest = ledger.PACK_SEPARATOR, ["n"] * (len(ledger.PACKED_FIELDS) - 1)
+    assert ledger.unpack_entries([sep.join(["i5", *rest])]) is not None
+    for bad in ("x", "i5.000000", "i05", "i+5", "i 5", "i5_0", "q"):
+        assert ledger.unpack_entries([sep.join([bad, *rest])]) is None
+    assert ledger.unpack_entries([sep.join(["n", "n", *rest])]) is None
