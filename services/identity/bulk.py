@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from services.common.crypto import b64
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.identity.domain import guards
 from services.identity.domain.bulk_link import BulkAccount, Limits, Plan, plan
 from services.identity.domain.model import (
@@ -32,7 +32,7 @@ from services.identity.domain.model import (
     predict_and_cluster,
     train,
 )
-from services.identity.domain.normalize import Identifier
+from services.identity.domain.normalize import Identifier, InvalidAccount, normalize_account
 from services.identity.service import (
     KIND_COLUMNS,
     METHOD_PROBABILISTIC,
@@ -94,7 +94,14 @@ class BulkImport:
         (its data may have changed), one staged earlier is left alone (a re-sent batch)."""
         ident = self.identity
         out = StageOutcome()
-        accounts = [ident.normalise(raw) for raw in raws]
+        accounts, violations = [], []
+        for index, raw in enumerate(raws):
+            try:
+                accounts.append(normalize_account(raw, default_region=ident.default_region))
+            except InvalidAccount as exc:
+                violations += [FieldViolation(f"accounts[{index}].{f}", d) for f, d in exc.violations]
+        if violations:
+            raise InvalidArgument(violations)  # nothing of the batch is stored
         ids = [ident.account_id(a.source, a.external_id) for a in accounts]
         states = self.store.account_states(sorted(set(ids)))
         prepared = []

@@ -18,6 +18,7 @@ from bench.synth import generate
 from services.identity.cli import _raw_to_input
 from services.identity.domain import guards
 from services.identity.domain.normalize import normalize_account, to_match_record
+from tests.helpers import error_details
 from tests.identity.test_import import run_cli
 
 
@@ -142,3 +143,12 @@ def test_staging_rejects_oversized_and_malformed_batches(stack_factory):
     with pytest.raises(grpc.RpcError) as err:
         list(stub.StageAccounts(iter([missing_id])))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    good = _raw_to_input({"source": "s", "id": "ok", "given_name": "Ola"})
+    bad_source = _raw_to_input({"source": "web:shop", "id": "bad", "given_name": "Ola"})
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.StageAccounts(iter([pb.StageAccountsRequest(accounts=[good, bad_source])])))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = set(error_details(err.value)[1])
+    assert fields
+    assert all(f.startswith("accounts[1].") for f in fields)
+    assert list(stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest()))[-1].linked_accounts == 0  # nothing stored
