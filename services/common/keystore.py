@@ -75,6 +75,18 @@ class SubjectKeys:
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
 
+    def _from_cache(self, subjects: list[str]) -> tuple[dict[str, DataCipher], list[str]]:
+        """Ciphers of the cached subjects, and the subjects (distinct, in order) not cached."""
+        out: dict[str, DataCipher] = {}
+        missing = []
+        for subject in dict.fromkeys(subjects):
+            key = self._cached(subject)
+            if key is None:
+                missing.append(subject)
+            else:
+                out[subject] = DataCipher(key)
+        return out, missing
+
     def cipher_for(self, subject: str) -> DataCipher:
         """The subject's cipher, creating its key on first use."""
         key = self._cached(subject)
@@ -89,14 +101,7 @@ class SubjectKeys:
 
     def ciphers_for(self, subjects: list[str]) -> dict[str, DataCipher]:
         """Like `cipher_for` for many subjects, in one round trip for the ones not cached."""
-        out: dict[str, DataCipher] = {}
-        missing = []
-        for subject in dict.fromkeys(subjects):
-            key = self._cached(subject)
-            if key is None:
-                missing.append(subject)
-            else:
-                out[subject] = DataCipher(key)
+        out, missing = self._from_cache(subjects)
         if missing:
             keys = [{"subject": s, "wrapped": b64(self._kek.wrap(s, self._kek.new_data_key()))} for s in missing]
             rows = self._graph.run(GET_OR_CREATE_MANY, {"keys": keys, "kek_id": self._kek.key_id,
@@ -121,14 +126,7 @@ class SubjectKeys:
     def ciphers(self, subjects: list[str]) -> dict[str, DataCipher]:
         """Ciphers of existing keys, one round trip for the ones not cached; subjects whose key
         was destroyed are absent."""
-        out: dict[str, DataCipher] = {}
-        missing = []
-        for subject in dict.fromkeys(subjects):
-            key = self._cached(subject)
-            if key is None:
-                missing.append(subject)
-            else:
-                out[subject] = DataCipher(key)
+        out, missing = self._from_cache(subjects)
         if missing:
             for row in self._graph.run(GET_MANY, {"subjects": missing}):
                 key = self._kek.unwrap(row["subject"], unb64(row["wrapped"]))

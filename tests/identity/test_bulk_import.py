@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
-import time
 
 import grpc
 import pytest
@@ -19,7 +17,7 @@ from services.identity.cli import _raw_to_input
 from services.identity.domain import guards
 from services.identity.domain.normalize import normalize_account, to_match_record
 from tests.helpers import error_details
-from tests.identity.test_import import run_cli
+from tests.identity.test_import import kill_once_progress_is_saved, run_cli
 
 
 def ref(raw: dict) -> subject_pb2.AccountRef:
@@ -46,14 +44,7 @@ def test_bulk_import_resumes_links_to_existing_persons_and_keeps_traps_apart(sta
     env = {**os.environ, "TESSERA_HOME": str(tmp_path / "home"),
            "TESSERA_CLIENTS_IDENTITY_ADDR": f"127.0.0.1:{stack.ports['identity']}"}
     args = ["identity", "import", str(data), "--mode", "bulk", "--assignments", str(out), "--batch-size", "20"]
-    first = run_cli(args, env)
-    progress_files = tmp_path / "home" / "imports"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(progress_files.glob("*.progress.json")):
-        time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    saved = json.loads(next(progress_files.glob("*.progress.json")).read_text())
+    saved = kill_once_progress_is_saved(args, env, tmp_path / "home")
     assert saved["mode"] == "bulk"
     assert saved["phase"] == "reading"
     assert 0 < saved["offset"] < data.stat().st_size, "the import was not interrupted while staging"

@@ -40,20 +40,26 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def kill_once_progress_is_saved(args: list[str], env: dict[str, str], home: Path) -> dict:
+    """Starts an import, kills it (SIGKILL) as soon as it has saved progress; returns that progress."""
+    first = run_cli(args, env)
+    progress_files = home / "imports"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(progress_files.glob("*.progress.json")):
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    return json.loads(next(progress_files.glob("*.progress.json")).read_text())
+
+
 def test_import_reports_bad_lines_resumes_after_kill_and_writes_final_persons(stack_factory, tmp_path):
     stack = stack_factory("identity")
     data, out = tmp_path / "accounts.jsonl", tmp_path / "persons.jsonl"
     good, bad_lines = write_input(data, 900)
     env = {**os.environ, "TESSERA_HOME": str(tmp_path / "home"),
            "TESSERA_CLIENTS_IDENTITY_ADDR": f"127.0.0.1:{stack.ports['identity']}"}
-    first = run_cli(["identity", "import", str(data), "--assignments", str(out), "--batch-size", "50"], env)
-    progress_files = tmp_path / "home" / "imports"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(progress_files.glob("*.progress.json")):
-        time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    saved = json.loads(next(progress_files.glob("*.progress.json")).read_text())
+    saved = kill_once_progress_is_saved(
+        ["identity", "import", str(data), "--assignments", str(out), "--batch-size", "50"], env, tmp_path / "home")
     assert 0 < saved["offset"] < data.stat().st_size, "the import was not interrupted part-way"
 
     second = run_cli(["identity", "import", str(data), "--assignments", str(out), "--batch-size", "50"], env)
