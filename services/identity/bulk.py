@@ -21,21 +21,18 @@ from typing import Any
 import structlog
 
 from services.common.crypto import b64
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.identity.domain import guards
 from services.identity.domain.bulk_link import BulkAccount, Limits, Plan, plan
+from services.identity.domain.link_methods import METHOD_PROBABILISTIC
 from services.identity.domain.model import (
     MIN_TRAINING_RECORDS,
-    RealtimeScorer,
     TrainedModel,
-    TrainingFailed,
     predict_and_cluster,
-    train,
 )
 from services.identity.domain.normalize import Identifier, InvalidAccount, normalize_account
 from services.identity.service import (
     KIND_COLUMNS,
-    METHOD_PROBABILISTIC,
     IdentityService,
     now_ms,
     pair_id,
@@ -214,13 +211,7 @@ class BulkImport:
     def _train(self, matches: list[dict[str, Any]], seed: int) -> TrainedModel:
         sample = matches if len(matches) <= TRAINING_SAMPLE else random.Random(seed or 42).sample(matches,
                                                                                                   TRAINING_SAMPLE)
-        try:
-            model = train(sample, seed=seed or 42)
-        except TrainingFailed as exc:
-            raise FailedPrecondition(str(exc), reason="TRAINING_FAILED") from exc
-        self.store.put_model(model.version, model.to_json(), model.trained_at_ms, model.training_records)
-        self.identity.scorer = RealtimeScorer(model)
-        return model
+        return self.identity.install_model(sample, seed)
 
     def _write(self, decided: Plan, model_version: str, staged: int) -> Iterator[Progress]:
         now = now_ms()

@@ -24,6 +24,7 @@ from services.common.keystore import SubjectKeys
 from services.common.protos import SubjectRef
 from services.identity.domain import guards
 from services.identity.domain.blocking import block_keys
+from services.identity.domain.link_methods import METHOD_DETERMINISTIC, METHOD_MANUAL, METHOD_NEW, METHOD_PROBABILISTIC
 from services.identity.domain.model import RealtimeScorer, TrainedModel, TrainingFailed, predict_and_cluster, train
 from services.identity.domain.normalize import (
     InvalidAccount,
@@ -36,10 +37,6 @@ from services.identity.store import IdentityStore, bucket_of
 
 log = structlog.get_logger("tessera.identity")
 
-METHOD_NEW = "new_person"
-METHOD_DETERMINISTIC = "deterministic"
-METHOD_PROBABILISTIC = "probabilistic"
-METHOD_MANUAL = "manual"
 
 
 def now_ms() -> int:
@@ -552,16 +549,22 @@ class IdentityService:
                 return
             after = rows[-1]["account_id"]
 
-    def train_model(self, seed: int = 0) -> tuple[TrainedModel, int]:
-        """Trains on every account in the graph, makes the model current, then re-links the whole
-        graph with Splink's predict and clustering. Returns the model and the persons merged."""
-        rows = list(self._all_records())
+    def install_model(self, records: list[dict[str, Any]], seed: int = 0) -> TrainedModel:
+        """Trains a model on match records, stores it as the current one and scores with it from
+        now on; a failed run changes nothing (FAILED_PRECONDITION)."""
         try:
-            model = train([r["match"] for r in rows], seed=seed or 42)
+            model = train(records, seed=seed or 42)
         except TrainingFailed as exc:
             raise FailedPrecondition(str(exc), reason="TRAINING_FAILED") from exc
         self.store.put_model(model.version, model.to_json(), model.trained_at_ms, model.training_records)
         self.scorer = RealtimeScorer(model)
+        return model
+
+    def train_model(self, seed: int = 0) -> tuple[TrainedModel, int]:
+        """Trains on every account in the graph, makes the model current, then re-links the whole
+        graph with Splink's predict and clustering. Returns the model and the persons merged."""
+        rows = list(self._all_records())
+        model = self.install_model([r["match"] for r in rows], seed)
         merged = self.relink(model, rows)
         log.info("model_trained", model_version=model.version, records=len(rows), count=merged)
         return model, merged

@@ -15,10 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.identity.domain import guards
+from services.identity.domain.link_methods import METHOD_DETERMINISTIC, METHOD_NEW, METHOD_PROBABILISTIC
 
-METHOD_NEW = "new_person"
-METHOD_DETERMINISTIC = "deterministic"
-METHOD_PROBABILISTIC = "probabilistic"
 STAGED_CREATED_AT = 2**62  # a staged account is younger than every existing person
 
 
