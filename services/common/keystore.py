@@ -87,6 +87,15 @@ class SubjectKeys:
                 out[subject] = DataCipher(key)
         return out, missing
 
+    def _unwrapped(self, rows: list[dict]) -> dict[str, DataCipher]:
+        """Ciphers of stored (subject, wrapped key) rows, remembered in the cache."""
+        out = {}
+        for row in rows:
+            key = self._kek.unwrap(row["subject"], unb64(row["wrapped"]))
+            self._remember(row["subject"], key)
+            out[row["subject"]] = DataCipher(key)
+        return out
+
     def cipher_for(self, subject: str) -> DataCipher:
         """The subject's cipher, creating its key on first use."""
         key = self._cached(subject)
@@ -106,10 +115,7 @@ class SubjectKeys:
             keys = [{"subject": s, "wrapped": b64(self._kek.wrap(s, self._kek.new_data_key()))} for s in missing]
             rows = self._graph.run(GET_OR_CREATE_MANY, {"keys": keys, "kek_id": self._kek.key_id,
                                                         "now": int(time.time() * 1000)})
-            for row in rows:
-                key = self._kek.unwrap(row["subject"], unb64(row["wrapped"]))
-                self._remember(row["subject"], key)
-                out[row["subject"]] = DataCipher(key)
+            out.update(self._unwrapped(rows))
         return out
 
     def existing_cipher(self, subject: str) -> DataCipher:
@@ -128,10 +134,7 @@ class SubjectKeys:
         was destroyed are absent."""
         out, missing = self._from_cache(subjects)
         if missing:
-            for row in self._graph.run(GET_MANY, {"subjects": missing}):
-                key = self._kek.unwrap(row["subject"], unb64(row["wrapped"]))
-                self._remember(row["subject"], key)
-                out[row["subject"]] = DataCipher(key)
+            out.update(self._unwrapped(self._graph.run(GET_MANY, {"subjects": missing})))
         return out
 
     def destroy(self, subjects: list[str]) -> int:
