@@ -30,6 +30,7 @@ from services.common.protos import SubjectRef
 from services.consent.domain import ledger, policy
 from services.consent.domain.purposes import Channel, LawfulBasis, Purpose, requires_fresh_consent, validate
 from services.consent.domain.receipts import Receipt, ReceiptSigner
+from services.consent.event_cache import LedgerEventCache
 from services.consent.store import ConsentStore
 
 log = structlog.get_logger("tessera.consent")
@@ -137,6 +138,7 @@ class ConsentService:
         self.propagation = propagation
         self.clock = clock
         self.cache = ScopeCache(cache_ttl_seconds)
+        self.events = LedgerEventCache(store)
         self._purposes: dict[tuple[str, int], Purpose] = {}
         self._current: dict[str, tuple[float, Purpose]] = {}
 
@@ -187,10 +189,6 @@ class ConsentService:
         purpose = Purpose.from_fields(purpose_id, int(fields["version"]), fields)
         self._purposes[(purpose_id, purpose.version)] = purpose  # versions are immutable
         return purpose
-
-    def purpose_versions(self, purpose_id: str) -> dict[int, Purpose]:
-        return {int(f["version"]): Purpose.from_fields(purpose_id, int(f["version"]), f)
-                for f in self.store.purpose_versions(purpose_id)}
 
     def list_purposes(self, after: str, limit: int) -> list[Purpose]:
         return [Purpose.from_fields(f["purpose_id"], int(f["version"]), f)
@@ -296,21 +294,27 @@ class ConsentService:
             purpose = self.current_purpose(purpose_id)
         except NotFound:
             return [(policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)] * len(subjects)
+        # Only checks of the present are served from memory; a past time reads the ledger.
+        generation = self.events.sync() if at_ms is None else None
         scopes = self._scopes(subjects)
         all_refs = sorted({ref for s in scopes if s for ref in s.refs})
-        by_ref: dict[str, list[dict[str, Any]]] = {}
-        for start in range(0, len(all_refs), 1000):
-            for event in self.store.latest_events(all_refs[start:start + 1000], purpose_id, at):
-                by_ref.setdefault(event["subject_ref"], []).append(event)
+        by_ref = self.events.latest_events(all_refs, purpose_id, at, generation)
         # A cached scope may miss an account linked since: what was recorded on its person ids
         # applies too (restrictive decisions bind; such grants do not propagate).
         stale_persons = sorted({pid for s in scopes if s and not s.fresh for pid in s.person_ids})
-        by_person: dict[str, list[dict[str, Any]]] = {}
-        for start in range(0, len(stale_persons), 1000):
-            for event in self.store.events_for_persons(stale_persons[start:start + 1000], purpose_id):
-                by_person.setdefault(event.get("person_id") or "", []).append(event)
-        versions = self.purpose_versions(purpose_id) if purpose.version > 1 else {1: purpose}
+        by_person = self.events.person_events(stale_persons, purpose_id, at, generation)
+        versions: policy.Versions = {1: purpose} if purpose.version == 1 else self._version_of(purpose_id)
         return [self._decide(purpose, versions, scope, by_ref, by_person, channel, at) for scope in scopes]
+
+    def _version_of(self, purpose_id: str) -> Callable[[int], Purpose | None]:
+        """Older purpose versions for grants given under them; versions never change once written,
+        so each is read once per process."""
+        def version(number: int) -> Purpose | None:
+            try:
+                return self.get_purpose(purpose_id, number)
+            except NotFound:
+                return None
+        return version
 
     def _decide(self, purpose: Purpose, versions: dict[int, Purpose], scope: Scope | None,
                 by_ref: dict[str, list[dict[str, Any]]], by_person: dict[str, list[dict[str, Any]]],

@@ -63,15 +63,6 @@ GET_PURPOSE_VERSION = cypher(
     """,
 )
 
-ALL_PURPOSE_VERSIONS = cypher(
-    "consent.all_purpose_versions",
-    """
-    MATCH (v:PurposeVersion {purpose_id: $id})
-    RETURN v {.*} AS purpose
-    ORDER BY v.version
-    """,
-)
-
 LIST_PURPOSES = cypher(
     "consent.list_purposes",
     """
@@ -148,19 +139,52 @@ EVENTS_FOR_SUBJECTS = cypher(
 
 # A decision only ever needs, per subject, the latest event of each kind on each channel that
 # took effect by the time asked about; the store reduces the history to those, so a check reads a
-# handful of rows however long the history is.
+# handful of rows however long the history is. Events that take effect later (a decision time in
+# the future) come back too, all of them: `policy.decide` ignores them until they are due, and a
+# cached answer read now stays complete for every later time.
 LATEST_EVENTS_FOR_SUBJECTS = cypher(
     "consent.latest_events_for_subjects",
     """
     UNWIND $refs AS ref
     MATCH (e:ConsentEvent {subject_ref: ref})
     WITH e
-    WHERE e.purpose_id = $purpose_id AND e.effective_at <= $at
+    WHERE e.purpose_id = $purpose_id
     WITH e
     ORDER BY e.effective_at DESC, e.seq DESC
-    WITH e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel, collect(e)[0] AS latest
+    WITH e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel, e.effective_at > $at AS pending,
+         collect(e) AS events
+    UNWIND CASE WHEN pending THEN events ELSE events[0..1] END AS latest
     RETURN latest {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
                    .recorded_at, .expires_at, .person_id} AS event
+    """,
+)
+
+# The same reduction for events recorded on person ids (an account the cached scope does not
+# know yet still binds through its person).
+LATEST_EVENTS_FOR_PERSONS = cypher(
+    "consent.latest_events_for_persons",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (e:ConsentEvent {person_id: pid})
+    WITH e
+    WHERE e.purpose_id = $purpose_id
+    WITH e
+    ORDER BY e.effective_at DESC, e.seq DESC
+    WITH e.person_id AS pid, e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel,
+         e.effective_at > $at AS pending, collect(e) AS events
+    UNWIND CASE WHEN pending THEN events ELSE events[0..1] END AS latest
+    RETURN latest {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
+                   .recorded_at, .expires_at, .person_id} AS event
+    """,
+)
+
+# What changed in a ledger window: enough to tell which cached subjects and persons are stale.
+EVENT_SUBJECTS_PAGE = cypher(
+    "consent.event_subjects_page",
+    """
+    MATCH (e:ConsentEvent)
+    WHERE e.seq > $after AND e.seq <= $until
+    RETURN e.subject_ref AS ref, e.person_id AS person_id
     """,
 )
 
@@ -274,9 +298,6 @@ class ConsentStore:
         rows = self.graph.run(GET_PURPOSE_VERSION, {"id": purpose_id, "version": version})
         return (rows[0]["purpose"], int(rows[0]["current_version"])) if rows else None
 
-    def purpose_versions(self, purpose_id: str) -> list[dict[str, Any]]:
-        return [r["purpose"] for r in self.graph.run(ALL_PURPOSE_VERSIONS, {"id": purpose_id})]
-
     def list_purposes(self, after: str, limit: int) -> list[dict[str, Any]]:
         return [r["purpose"] for r in self.graph.run(LIST_PURPOSES, {"after": after, "limit": limit})]
 
@@ -286,6 +307,17 @@ class ConsentStore:
         if not rows:
             rows = self.graph.run(INIT_LEDGER, {"genesis": genesis})
         return int(rows[0]["seq"]), str(rows[0]["hash"])
+
+    def ledger_seq(self) -> int:
+        """The head's sequence number (0 before the first event): one indexed lookup, read before
+        every cached check."""
+        rows = self.graph.run(LEDGER_HEAD, {})
+        return int(rows[0]["seq"]) if rows else 0
+
+    def event_subjects(self, after: int, until: int) -> list[tuple[str, str | None]]:
+        """(subject ref, person id) of each event with after < seq <= until."""
+        rows = self.graph.run(EVENT_SUBJECTS_PAGE, {"after": after, "until": until})
+        return [(r["ref"], r["person_id"]) for r in rows]
 
     def append_event(self, event: dict[str, Any], prev_seq: int, prev_hash: str) -> bool:
         rows = self.graph.run(APPEND_EVENT, {"event": event, "prev_seq": prev_seq, "prev_hash": prev_hash,
@@ -308,10 +340,19 @@ class ConsentStore:
         return [r["event"] for r in self.graph.run(EVENTS_FOR_SUBJECTS, {"refs": refs})] if refs else []
 
     def latest_events(self, refs: list[str], purpose_id: str, at_ms: int) -> list[dict[str, Any]]:
-        """Per subject, kind and channel, the latest event effective at `at_ms`."""
+        """Per subject, kind and channel, the latest event effective at `at_ms`, and every event
+        that takes effect after it."""
         if not refs:
             return []
         rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id, "at": at_ms})
+        return [r["event"] for r in rows]
+
+    def latest_person_events(self, person_ids: list[str], purpose_id: str, at_ms: int) -> list[dict[str, Any]]:
+        """`latest_events` for the events recorded on these person ids."""
+        if not person_ids:
+            return []
+        rows = self.graph.run(LATEST_EVENTS_FOR_PERSONS, {"person_ids": person_ids, "purpose_id": purpose_id,
+                                                          "at": at_ms})
         return [r["event"] for r in rows]
 
     def events_for_persons(self, person_ids: list[str], purpose_id: str = "") -> list[dict[str, Any]]:

@@ -1,0 +1,115 @@
+"""The ledger reads behind consent checks, cached in process and kept exact by following the ledger.
+
+Before it reads anything, a check asks the ledger head for its sequence number (one indexed
+lookup). Every event appended since this replica last asked — here or on any other replica —
+names its subject ref and person id, and exactly those entries are dropped first. A withdrawal
+recorded anywhere is therefore seen by every later check (read-your-writes across replicas),
+while a subject whose history did not change is answered from memory.
+
+An entry read while the ledger moved on is not kept: its read may predate an event whose
+invalidation already ran.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.consent.store import ConsentStore
+
+Events = list[dict[str, Any]]
+READ_CHUNK = 1000
+
+
+@dataclass
+class LedgerEventCache:
+    store: ConsentStore
+    max_entries: int = 500_000
+    max_tail: int = 10_000  # more new events than this since the last look: start afresh
+    _seq: int | None = None
+    _generation: int = 0
+    _size: int = 0
+    _refs: dict[str, dict[str, Events]] = field(default_factory=dict)  # ref -> purpose -> latest events
+    _persons: dict[str, dict[str, Events]] = field(default_factory=dict)  # person id -> purpose -> events
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sync(self) -> int:
+        """Drops what events appended since the last look made stale; returns the generation that
+        reads made after this call may be stored under."""
+        head = self.store.ledger_seq()
+        seen = self._seq
+        if head == seen:
+            return self._generation
+        if seen is None or head < seen or head - seen > self.max_tail:
+            with self._lock:
+                if self._seq == seen:  # nobody moved on meanwhile
+                    self._clear()
+                    self._seq = head
+                return self._generation
+        changed = self.store.event_subjects(seen, head)
+        with self._lock:
+            for ref, person_id in changed:
+                self._size -= len(self._refs.pop(ref, ()))
+                if person_id:
+                    self._size -= len(self._persons.pop(person_id, ()))
+            self._seq = max(self._seq or 0, head)
+            self._generation += 1
+            return self._generation
+
+    def latest_events(self, refs: list[str], purpose_id: str, at_ms: int, generation: int | None
+                      ) -> dict[str, Events]:
+        """Per ref, what `ConsentStore.latest_events` returns for it; from memory where possible.
+        `generation` None reads the store without caching (checks of a past time)."""
+        return self._read(self._refs, refs, purpose_id, generation,
+                          lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
+
+    def person_events(self, person_ids: list[str], purpose_id: str, at_ms: int, generation: int | None
+                      ) -> dict[str, Events]:
+        """Per person id, the latest events recorded on it (as `latest_events` reduces them)."""
+        return self._read(self._persons, person_ids, purpose_id, generation,
+                          lambda chunk: self.store.latest_person_events(chunk, purpose_id, at_ms), "person_id")
+
+    def _read(self, table: dict[str, dict[str, Events]], keys: list[str], purpose_id: str,
+              generation: int | None, fetch: Callable[[list[str]], Events], key_field: str) -> dict[str, Events]:
+        found: dict[str, Events] = {}
+        missing = []
+        if generation is not None:
+            with self._lock:
+                for key in keys:
+                    hit = table.get(key, {}).get(purpose_id)
+                    if hit is None:
+                        missing.append(key)
+                    else:
+                        found[key] = hit
+        else:
+            missing = keys
+        for start in range(0, len(missing), READ_CHUNK):
+            chunk = missing[start:start + READ_CHUNK]
+            read: dict[str, Events] = {key: [] for key in chunk}
+            for event in fetch(chunk):
+                read.setdefault(event.get(key_field) or "", []).append(event)
+            found.update(read)
+            if generation is not None:
+                self._keep(table, read, purpose_id, generation)
+        return found
+
+    def _keep(self, table: dict[str, dict[str, Events]], read: dict[str, Events], purpose_id: str,
+              generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            if self._size + len(read) > self.max_entries:
+                self._clear()
+                return
+            for key, events in read.items():
+                per_purpose = table.setdefault(key, {})
+                self._size += purpose_id not in per_purpose
+                per_purpose[purpose_id] = events
+
+    def _clear(self) -> None:
+        self._refs.clear()
+        self._persons.clear()
+        self._size = 0
+        self._generation += 1

@@ -1,0 +1,128 @@
+"""The check path's event cache against a real store: what other writers append is seen by the
+next sync, untouched subjects come from memory, and a read the ledger overtook is not kept."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import pytest
+
+from services.common.graph.statements import Statement
+from services.consent.domain import ledger, policy
+from services.consent.domain.purposes import Channel, LawfulBasis, Purpose
+from services.consent.event_cache import LedgerEventCache
+from services.consent.store import SCHEMA, ConsentStore
+
+NOTICE = hashlib.sha256(b"notice").hexdigest()
+NOW = 1_800_000_000_000
+ANNA, BERT = "account:anna \"quoted\" \\ ä", "account:bert"
+PURPOSE = Purpose("newsletter-email", 1, "Newsletter", "", LawfulBasis.CONSENT, frozenset(), frozenset({Channel.EMAIL}),
+                  365)
+
+
+@dataclass
+class CountingStore(ConsentStore):
+    """The real store, counting the subject reads the cache lets through."""
+
+    reads: list[str] = field(default_factory=list)
+
+    def latest_events(self, refs, purpose_id, at_ms):
+        self.reads.extend(refs)
+        return super().latest_events(refs, purpose_id, at_ms)
+
+
+def append(store: ConsentStore, ref: str, kind: str, effective_at: int = NOW - 1000, person_id: str | None = None
+           ) -> dict:
+    seq, head = store.ledger_head(ledger.GENESIS)
+    draft = {"event_id": f"ev-{seq + 1}", "kind": kind, "subject_ref": ref, "person_id": person_id,
+             "purpose_id": PURPOSE.purpose_id, "purpose_version": 1, "channel": None, "recorded_at": NOW,
+             "effective_at": effective_at, "expires_at": None, "source_system": "test",
+             "collection_method": "import", "notice_version": "1", "notice_sha256": NOTICE, "evidence_ref": None,
+             "request_id": f"r-{seq + 1}", "payload": None}
+    event = ledger.seal(draft, seq=seq + 1, prev_hash=head)
+    assert store.append_event({k: v for k, v in event.items() if v is not None}, seq, head)
+    return event
+
+
+def decide(events: list[dict], ref: str, at: int) -> policy.Decision:
+    return policy.decide(PURPOSE, {1: PURPOSE}, events, {ref: "deterministic"}, target=ref, channel=None, at_ms=at)
+
+
+@pytest.fixture
+def store(graph) -> CountingStore:
+    graph.ensure_schema(SCHEMA)
+    store = CountingStore(graph)
+    store.ledger_head(ledger.GENESIS)
+    return store
+
+
+def test_what_another_writer_appends_is_seen_and_the_rest_comes_from_memory(store):
+    cache = LedgerEventCache(store)
+    other_replica = ConsentStore(store.graph)
+    append(other_replica, ANNA, "grant")
+    append(other_replica, BERT, "grant")
+    generation = cache.sync()
+    first = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, generation)
+    assert decide(first[ANNA], ANNA, NOW).allowed
+    assert store.reads == [ANNA, BERT]
+
+    append(other_replica, ANNA, "withdraw", effective_at=NOW - 500)
+    generation = cache.sync()
+    second = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, generation)
+    assert decide(second[ANNA], ANNA, NOW).reason == "withdrawn"
+    assert second[BERT] == first[BERT]
+    assert store.reads == [ANNA, BERT, ANNA]  # only the subject that changed was read again
+
+
+def test_a_read_the_ledger_overtook_is_not_kept(store):
+    cache = LedgerEventCache(store)
+    append(store, ANNA, "grant")
+    stale_generation = cache.sync()
+    append(store, ANNA, "withdraw", effective_at=NOW - 500)
+    cache.sync()  # another check notices the withdrawal first
+    cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, stale_generation)
+    current = cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, cache.sync())
+    assert store.reads == [ANNA, ANNA]
+    assert decide(current[ANNA], ANNA, NOW).reason == "withdrawn"
+
+
+def test_a_long_gap_or_a_reset_ledger_starts_afresh(store, graph):
+    cache = LedgerEventCache(store, max_tail=2)
+    append(store, BERT, "grant")
+    cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    for _ in range(3):
+        append(store, ANNA, "grant")
+    cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    assert store.reads == [BERT, BERT]  # three new events, more than max_tail: everything dropped
+
+    graph.run(Statement("test.reset_ledger", "MATCH (n) WHERE n:ConsentEvent OR n:LedgerHead DELETE n "
+                        "RETURN count(*) AS deleted", write=True), {})
+    store.ledger_head(ledger.GENESIS)
+    append(store, BERT, "withdraw")
+    reread = cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())[BERT]
+    assert [e["kind"] for e in reread] == ["withdraw"]
+
+
+def test_person_events_follow_the_ledger_too(store):
+    cache = LedgerEventCache(store)
+    append(store, ANNA, "grant", person_id="p1")
+    generation = cache.sync()
+    assert [e["kind"] for e in cache.person_events(["p1"], PURPOSE.purpose_id, NOW, generation)["p1"]] == ["grant"]
+    append(store, "account:new", "withdraw", effective_at=NOW - 500, person_id="p1")
+    found = cache.person_events(["p1"], PURPOSE.purpose_id, NOW, cache.sync())["p1"]
+    assert sorted(e["kind"] for e in found) == ["grant", "withdraw"]
+
+
+def test_a_decision_that_takes_effect_later_is_read_now_and_decides_when_due(store):
+    cache = LedgerEventCache(store)
+    append(store, ANNA, "deny", effective_at=NOW - 1000)
+    append(store, ANNA, "grant", effective_at=NOW + 1000)
+    append(store, ANNA, "grant", effective_at=NOW + 2000)
+    events = cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, cache.sync())[ANNA]
+    assert len(events) == 3
+    assert decide(events, ANNA, NOW).reason == "denied"
+    later = cache.latest_events([ANNA], PURPOSE.purpose_id, NOW + 1500, cache.sync())[ANNA]
+    assert store.reads == [ANNA]  # from memory, still complete
+    assert decide(later, ANNA, NOW + 1500).allowed
+    assert decide(later, ANNA, NOW + 1500).deciding_event_id == "ev-2"
