@@ -48,7 +48,8 @@ def build_service(runtime: Runtime) -> ServiceSpec:
     catalogue = load_catalogue(Path(runtime.settings.consent.catalogue_file or DEFAULT_CATALOGUE))
 
     class _Gate(SchemaGate):
-        """Schema first, then the catalogue's purposes that are not registered yet."""
+        """Schema first, then the catalogue's purposes that are not registered yet and the
+        materialised consent state."""
 
         installed = False
 
@@ -56,6 +57,7 @@ def build_service(runtime: Runtime) -> ServiceSpec:
             super().check()
             if not self.installed:
                 service.install_catalogue(catalogue)
+                service.prepare_states()
                 self.installed = True
 
     gate = _Gate(runtime.graph, SCHEMA, keystore.SCHEMA)

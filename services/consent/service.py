@@ -142,6 +142,15 @@ class ConsentService:
         self._purposes: dict[tuple[str, int], Purpose] = {}
         self._current: dict[str, tuple[float, Purpose]] = {}
 
+    def prepare_states(self) -> None:
+        """Checks read the materialised current state once it is built; a ledger written before
+        the state existed is replayed into it first."""
+        if not self.store.states_built():
+            log.info("consent_state_rebuild_started")
+            events = self.store.rebuild_states(fresh=False)
+            log.info("consent_state_rebuilt", events=events)
+        self.store.read_states = True
+
     # ---- purposes ---------------------------------------------------------------------------
     def install_catalogue(self, purposes: list[Purpose]) -> int:
         created = 0

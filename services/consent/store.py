@@ -22,8 +22,10 @@ log = structlog.get_logger("tessera.consent")
 
 SCHEMA = Schema(
     unique=[("Purpose", "id"), ("PurposeVersion", "key"), ("ConsentEvent", "seq"), ("ConsentEvent", "event_id"),
-            ("LedgerHead", "name"), ("PrivacyRequest", "id")],
+            ("LedgerHead", "name"), ("PrivacyRequest", "id"),
+            ("ConsentState", "key")],
     indexes=[("ConsentEvent", "subject_ref"), ("ConsentEvent", "request_id"), ("ConsentEvent", "person_id"),
+             ("ConsentState", "subject_ref"),
              ("PrivacyRequest", "state"), ("PrivacyRequest", "request_id")],
 )
 
@@ -77,47 +79,105 @@ LIST_PURPOSES = cypher(
 
 LEDGER_HEAD = cypher(
     "consent.ledger_head",
-    "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq, h.hash AS hash",
+    "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq, h.hash AS hash, h.states_built AS states_built",
 )
 
 INIT_LEDGER = cypher(
     "consent.init_ledger",
     """
     MERGE (h:LedgerHead {name: 'consent'})
-    ON CREATE SET h.seq = 0, h.hash = $genesis
+    ON CREATE SET h.seq = 0, h.hash = $genesis, h.states_built = true
     RETURN h.seq AS seq, h.hash AS hash
     """,
     write=True,
 )
 
+# The current state is materialised in the same statement as each append: per subject, purpose,
+# kind and channel, the event latest by (effective time, sequence). Checks read those few nodes
+# instead of the history; `rebuild_states` derives them from the ledger again.
+_NEWER_STATE = ("s.seq IS NULL OR state.effective_at > s.effective_at "
+                "OR (state.effective_at = s.effective_at AND state.seq > s.seq)")
+
 APPEND_EVENT = cypher(
     "consent.append_event",
-    """
-    MATCH (h:LedgerHead {name: 'consent'})
-    OPTIONAL MATCH (dup:ConsentEvent {request_id: $request_id})
+    f"""
+    MATCH (h:LedgerHead {{name: 'consent'}})
+    OPTIONAL MATCH (dup:ConsentEvent {{request_id: $request_id}})
     WITH h, dup
     WHERE dup IS NULL AND h.seq = $prev_seq AND h.hash = $prev_hash
     SET h.seq = $event.seq, h.hash = $event.hash
     CREATE (e:ConsentEvent)
     SET e += $event
+    WITH e, $state AS state
+    MERGE (s:ConsentState {{key: state.key}})
+    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)
     RETURN e.seq AS seq
     """,
     write=True,
 )
 
+# `$states` holds one entry per state key, the batch's latest (see `states_of`).
 APPEND_BATCH = cypher(
     "consent.append_batch",
-    """
-    MATCH (h:LedgerHead {name: 'consent'})
+    f"""
+    MATCH (h:LedgerHead {{name: 'consent'}})
     WHERE h.seq = $prev_seq AND h.hash = $prev_hash
     SET h.seq = $head_seq, h.hash = $head_hash
     WITH h
     UNWIND $events AS event
     CREATE (e:ConsentEvent)
     SET e += event
-    RETURN count(e) AS written
+    WITH count(e) AS written
+    WHERE written > 0
+    UNWIND $states AS state
+    MERGE (s:ConsentState {{key: state.key}})
+    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)
+    RETURN written, count(s) AS states
     """,
     write=True,
+)
+
+UPSERT_STATES = cypher(
+    "consent.upsert_states",
+    f"""
+    UNWIND $states AS state
+    MERGE (s:ConsentState {{key: state.key}})
+    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)
+    RETURN count(s) AS states
+    """,
+    write=True,
+)
+
+DELETE_STATES = cypher(
+    "consent.delete_states",
+    """
+    MATCH (s:ConsentState)
+    WITH s LIMIT $limit
+    DELETE s
+    RETURN count(*) AS deleted
+    """,
+    write=True,
+)
+
+MARK_STATES_BUILT = cypher(
+    "consent.mark_states_built",
+    """
+    MATCH (h:LedgerHead {name: 'consent'})
+    SET h.states_built = $built
+    RETURN h.seq AS seq
+    """,
+    write=True,
+)
+
+LATEST_STATES_FOR_SUBJECTS = cypher(
+    "consent.latest_states_for_subjects",
+    """
+    UNWIND $refs AS ref
+    MATCH (s:ConsentState {subject_ref: ref})
+    WHERE s.purpose_id = $purpose_id
+    RETURN s {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
+              .recorded_at, .expires_at, .person_id} AS event
+    """,
 )
 
 EVENT_BY_REQUEST = cypher(
@@ -279,9 +339,35 @@ UPDATE_PRIVACY_REQUEST = cypher(
 )
 
 
+STATE_FIELDS = ("seq", "event_id", "kind", "subject_ref", "purpose_id", "purpose_version", "channel",
+                "effective_at", "recorded_at", "expires_at", "person_id")
+_KEY_SEPARATOR = "\u001f"
+
+
+def state_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The materialised state an event would set: its decision fields (None clears one) under the
+    key of its subject, purpose, kind and channel."""
+    key = _KEY_SEPARATOR.join(str(event.get(f) or "") for f in ("subject_ref", "purpose_id", "kind", "channel"))
+    return {"key": key, **{f: event.get(f) for f in STATE_FIELDS}}
+
+
+def states_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One state per key: the latest of these events by (effective time, sequence)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for event in events:
+        state = state_of(event)
+        held = latest.get(state["key"])
+        if held is None or (state["effective_at"], state["seq"]) > (held["effective_at"], held["seq"]):
+            latest[state["key"]] = state
+    return list(latest.values())
+
+
 @dataclass
 class ConsentStore:
     graph: GraphClient
+    # Appends always maintain the state; reads trust it once it is known to be built
+    # (`ConsentService.prepare_states`).
+    read_states: bool = False
 
     # purposes
     def create_purpose(self, purpose_id: str, fields: dict[str, Any], token: str, now: int) -> bool:
@@ -321,14 +407,15 @@ class ConsentStore:
 
     def append_event(self, event: dict[str, Any], prev_seq: int, prev_hash: str) -> bool:
         rows = self.graph.run(APPEND_EVENT, {"event": event, "prev_seq": prev_seq, "prev_hash": prev_hash,
-                                             "request_id": event["request_id"]})
+                                             "request_id": event["request_id"], "state": state_of(event)})
         return bool(rows)
 
     def append_batch(self, events: list[dict[str, Any]], prev_seq: int, prev_hash: str) -> bool:
         """Appends already-sealed, consecutive events in one atomic statement (bulk import of
         consent history); false when the head moved meanwhile."""
         rows = self.graph.run(APPEND_BATCH, {"events": events, "prev_seq": prev_seq, "prev_hash": prev_hash,
-                                             "head_seq": events[-1]["seq"], "head_hash": events[-1]["hash"]})
+                                             "head_seq": events[-1]["seq"], "head_hash": events[-1]["hash"],
+                                             "states": states_of(events)})
         return bool(rows) and int(rows[0]["written"]) == len(events)
 
     def event_by_request(self, request_id: str) -> dict[str, Any] | None:
@@ -341,11 +428,47 @@ class ConsentStore:
 
     def latest_events(self, refs: list[str], purpose_id: str, at_ms: int) -> list[dict[str, Any]]:
         """Per subject, kind and channel, the latest event effective at `at_ms`, and every event
-        that takes effect after it."""
+        that takes effect after it. Read from the materialised state; subjects whose state lies
+        after `at_ms` (a past time asked about, or a decision that takes effect later) are read
+        from their history."""
         if not refs:
             return []
-        rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id, "at": at_ms})
-        return [r["event"] for r in rows]
+        if not self.read_states:
+            rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id, "at": at_ms})
+            return [r["event"] for r in rows]
+        rows = self.graph.run(LATEST_STATES_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})
+        states = [r["event"] for r in rows]
+        later = sorted({s["subject_ref"] for s in states if s["effective_at"] > at_ms})
+        if not later:
+            return states
+        rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": later, "purpose_id": purpose_id, "at": at_ms})
+        kept = set(later)
+        return [s for s in states if s["subject_ref"] not in kept] + [r["event"] for r in rows]
+
+    def states_built(self) -> bool:
+        rows = self.graph.run(LEDGER_HEAD, {})
+        return bool(rows and rows[0]["states_built"])
+
+    def rebuild_states(self, *, fresh: bool, page: int = 10_000, progress: Any = None) -> int:
+        """Derives the materialised state from the ledger: replays every event in sequence windows,
+        newer winning, then marks the state built. Replaying is monotone, so replicas may do it
+        concurrently and appends may go on meanwhile. `fresh` first drops the state (to repair
+        states altered outside the ledger): run that only while consent is not serving."""
+        if fresh:
+            self.graph.run(MARK_STATES_BUILT, {"built": False})
+            while int(self.graph.run(DELETE_STATES, {"limit": page})[0]["deleted"]):
+                pass
+        head = self.ledger_seq()
+        for after in range(0, head, page):
+            self.upsert_states(states_of(self.events_page(after, after + page)))
+            if progress is not None:
+                progress(min(after + page, head), head)
+        self.graph.run(MARK_STATES_BUILT, {"built": True})
+        return head
+
+    def upsert_states(self, states: list[dict[str, Any]]) -> None:
+        if states:
+            self.graph.run(UPSERT_STATES, {"states": states})
 
     def latest_person_events(self, person_ids: list[str], purpose_id: str, at_ms: int) -> list[dict[str, Any]]:
         """`latest_events` for the events recorded on these person ids."""
