@@ -40,6 +40,7 @@ KINDS = {policy.GRANT, policy.DENY, policy.WITHDRAW, policy.OBJECTION, policy.RE
 COLLECTION_METHODS = {"web_form", "app", "till", "call_centre", "import", "gpc"}
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 APPEND_ATTEMPTS = 20
+CHECK_CHUNK = 1000
 
 
 def now_ms() -> int:
@@ -297,7 +298,8 @@ class ConsentService:
     def check_many(self, subjects: list[SubjectRef], purpose_id: str, channel: str | None,
                    at_ms: int | None = None) -> list[tuple[policy.Decision, str | None]]:
         """Checks subjects for one purpose: scopes from the cache or one identity call per thousand
-        subjects, the ledger read once per thousand refs."""
+        subjects, the ledger read once per thousand refs. Large batches go in chunks of a thousand,
+        two at a time, so that one chunk's identity call overlaps the other's ledger read."""
         at = at_ms or self.clock()
         try:
             purpose = self.current_purpose(purpose_id)
@@ -305,15 +307,23 @@ class ConsentService:
             return [(policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)] * len(subjects)
         # Only checks of the present are served from memory; a past time reads the ledger.
         generation = self.events.sync() if at_ms is None else None
-        scopes = self._scopes(subjects)
-        all_refs = sorted({ref for s in scopes if s for ref in s.refs})
-        by_ref = self.events.latest_events(all_refs, purpose_id, at, generation)
-        # A cached scope may miss an account linked since: what was recorded on its person ids
-        # applies too (restrictive decisions bind; such grants do not propagate).
-        stale_persons = sorted({pid for s in scopes if s and not s.fresh for pid in s.person_ids})
-        by_person = self.events.person_events(stale_persons, purpose_id, at, generation)
         versions: policy.Versions = {1: purpose} if purpose.version == 1 else self._version_of(purpose_id)
-        return [self._decide(purpose, versions, scope, by_ref, by_person, channel, at) for scope in scopes]
+
+        def check_chunk(chunk: list[SubjectRef]) -> list[tuple[policy.Decision, str | None]]:
+            scopes = self._scopes(chunk)
+            refs = sorted({ref for s in scopes if s for ref in s.refs})
+            by_ref = self.events.latest_events(refs, purpose_id, at, generation)
+            # A cached scope may miss an account linked since: what was recorded on its person ids
+            # applies too (restrictive decisions bind; such grants do not propagate).
+            stale_persons = sorted({pid for s in scopes if s and not s.fresh for pid in s.person_ids})
+            by_person = self.events.person_events(stale_persons, purpose_id, at, generation)
+            return [self._decide(purpose, versions, scope, by_ref, by_person, channel, at) for scope in scopes]
+
+        if len(subjects) <= CHECK_CHUNK:
+            return check_chunk(subjects)
+        chunks = [subjects[start:start + CHECK_CHUNK] for start in range(0, len(subjects), CHECK_CHUNK)]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-check") as pool:
+            return [result for part in pool.map(check_chunk, chunks) for result in part]
 
     def _version_of(self, purpose_id: str) -> Callable[[int], Purpose | None]:
         """Older purpose versions for grants given under them; versions never change once written,

@@ -266,6 +266,13 @@ def test_batch_check_answers_in_request_order(identity, consent):
                                                                       channel=cpb.CHANNEL_EMAIL)).results
     assert [r.allowed for r in results] == [False, True, False, True, False]
     assert results[1].person.startswith("persons/")
+    # Large batches are checked in chunks of a thousand, two at a time: answers stay in order.
+    many = [acct("webshop", f"BC{i % 4}") if i % 499 == 0 else acct("webshop", f"nobody-{i}") for i in range(2500)]
+    answers = consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=many, purpose=NEWS,
+                                                                      channel=cpb.CHANNEL_EMAIL)).results
+    expected = [i % 499 == 0 and (i % 4) in (1, 3) for i in range(2500)]
+    assert [r.allowed for r in answers] == expected
+    assert [i for i, yes in enumerate(expected) if yes] == [499, 1497, 2495]  # in all three chunks
     with pytest.raises(grpc.RpcError) as err:
         consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=[acct("webshop", "BC1"), acct("", "x")],
                                                                purpose=NEWS))

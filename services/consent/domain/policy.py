@@ -77,7 +77,7 @@ class _Event(NamedTuple):
 
 
 def _field(event: Any, *names: str) -> Any:
-    if isinstance(event, Mapping):
+    if type(event) is dict or isinstance(event, Mapping):
         for name in names:
             value = event.get(name)
             if value is not None:
