@@ -4,7 +4,11 @@ reduces to, is written only together with an accepted append, and can be derived
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from services.common.graph.statements import Statement
 from services.consent.domain import ledger
 from services.consent.store import SCHEMA, ConsentStore
 
+ROOT = Path(__file__).resolve().parents[2]
 NOTICE = hashlib.sha256(b"notice").hexdigest()
 BASE = 1_800_000_000_000
 REFS = ['account:quote " and \\ backslash', "account:Ümlaut ß 😀", "account:plain", "identifier:x\u001fy"]
@@ -101,4 +106,19 @@ def test_the_state_is_derived_again_from_the_ledger(store):
     assert store.rebuild_states(fresh=False, page=25, progress=lambda done, total: seen.append((done, total))) == 60
     assert seen == [(25, 60), (50, 60), (60, 60)]
     assert store.states_built()
+    _agree(store, BASE + 40_000)
+
+
+def test_rebuild_state_command_repairs_an_altered_state(store, graph_uri, graph_name, tmp_path):
+    events = _events(30, seed=6)
+    assert store.append_batch(events, 0, ledger.GENESIS)
+    store.graph.run(Statement("test.alter_state", "MATCH (s:ConsentState) SET s.kind = 'grant', s.seq = 10000 "
+                              "RETURN count(s) AS n", write=True), {})
+    env = {**os.environ, "TESSERA_HOME": str(tmp_path / "home"), "TESSERA_GRAPH_URI": graph_uri,
+           "TESSERA_GRAPH_DATABASE": graph_name}
+    done = subprocess.run([sys.executable, "-m", "services.common.cli", "consent", "rebuild-state"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt from 30 ledger events" in done.stdout
+    assert "30 / 30" in done.stderr
     _agree(store, BASE + 40_000)
