@@ -96,8 +96,8 @@ def test_a_long_gap_or_a_reset_ledger_starts_afresh(store, graph):
     cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())
     assert store.reads == [BERT, BERT]  # three new events, more than max_tail: everything dropped
 
-    graph.run(Statement("test.reset_ledger", "MATCH (n) WHERE n:ConsentEvent OR n:LedgerHead OR n:ConsentState DELETE n "
-                        "RETURN count(*) AS deleted", write=True), {})
+    graph.run(Statement("test.reset_ledger", "MATCH (n) WHERE n:ConsentEvent OR n:LedgerHead OR n:ConsentState "
+                        "DELETE n RETURN count(*) AS deleted", write=True), {})
     store.ledger_head(ledger.GENESIS)
     append(store, BERT, "withdraw")
     reread = cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())[BERT]
