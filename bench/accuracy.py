@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,19 @@ def population(persons: int, seed: int) -> tuple[list[dict[str, Any]], dict[str,
     return accounts, truth, traps
 
 
-def naive_union(accounts: list[dict[str, Any]]) -> dict[str, str]:
-    parent: dict[str, str] = {}
-
+def _finder(parent: dict[str, str]) -> Callable[[str], str]:
+    """`find` of a union-find over `parent` (path halving); union is `parent[find(a)] = find(b)`."""
     def find(x: str) -> str:
         while parent.setdefault(x, x) != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
+    return find
+
+
+def naive_union(accounts: list[dict[str, Any]]) -> dict[str, str]:
+    parent: dict[str, str] = {}
+    find = _finder(parent)
 
     for acc in accounts:
         key = f"{acc['source']}:{acc['id']}"
@@ -57,12 +63,7 @@ def evidence_ceiling(accounts: list[dict[str, Any]], truth: dict[str, str]) -> d
     by construction. Accounts whose only tie to their person is a misspelt name, or nothing at all,
     stay apart."""
     parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+    find = _finder(parent)
 
     for acc in accounts:
         key = f"{acc['source']}:{acc['id']}"

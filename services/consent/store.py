@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from services.common.graph.port import GraphClient, GraphQueryError, Schema
-from services.common.graph.statements import cypher
+from services.common.graph.statements import Statement, cypher
 from services.consent.domain.ledger import INTEGER_FIELDS, PACK_SEPARATOR, PACKED_FIELDS
 
 log = structlog.get_logger("tessera.consent")
@@ -28,6 +28,11 @@ SCHEMA = Schema(
              ("ConsentState", "subject_ref"),
              ("PrivacyRequest", "state"), ("PrivacyRequest", "request_id")],
 )
+
+# The decision fields of an event or a state, in the maps checks read.
+_DECISION_MAP = ("{.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at, "
+                 ".recorded_at, .expires_at, .person_id}")
+
 
 CREATE_PURPOSE = cypher(
     "consent.create_purpose",
@@ -175,9 +180,7 @@ LATEST_STATES_FOR_SUBJECTS = cypher(
     UNWIND $refs AS ref
     MATCH (s:ConsentState {subject_ref: ref})
     WHERE s.purpose_id = $purpose_id
-    RETURN s {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
-              .recorded_at, .expires_at, .person_id} AS event
-    """,
+    RETURN s """ + _DECISION_MAP + " AS event",
 )
 
 EVENT_BY_REQUEST = cypher(
@@ -197,46 +200,30 @@ EVENTS_FOR_SUBJECTS = cypher(
     """,
 )
 
-# A decision only ever needs, per subject, the latest event of each kind on each channel that
-# took effect by the time asked about; the store reduces the history to those, so a check reads a
-# handful of rows however long the history is. Events that take effect later (a decision time in
-# the future) come back too, all of them: `policy.decide` ignores them until they are due, and a
-# cached answer read now stays complete for every later time.
-LATEST_EVENTS_FOR_SUBJECTS = cypher(
-    "consent.latest_events_for_subjects",
-    """
-    UNWIND $refs AS ref
-    MATCH (e:ConsentEvent {subject_ref: ref})
-    WITH e
-    WHERE e.purpose_id = $purpose_id
-    WITH e
-    ORDER BY e.effective_at DESC, e.seq DESC
-    WITH e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel, e.effective_at > $at AS pending,
-         collect(e) AS events
-    UNWIND CASE WHEN pending THEN events ELSE events[0..1] END AS latest
-    RETURN latest {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
-                   .recorded_at, .expires_at, .person_id} AS event
-    """,
-)
+def _latest_events_by(name: str, key: str, param: str) -> Statement:
+    """A decision only ever needs, per subject, the latest event of each kind on each channel that
+    took effect by the time asked about; the store reduces the history to those, so a check reads a
+    handful of rows however long the history is. Events that take effect later (a decision time in
+    the future) come back too, all of them: `policy.decide` ignores them until they are due, and a
+    cached answer read now stays complete for every later time."""
+    return cypher(name, f"""
+        UNWIND ${param} AS wanted
+        MATCH (e:ConsentEvent {{{key}: wanted}})
+        WITH e
+        WHERE e.purpose_id = $purpose_id
+        WITH e
+        ORDER BY e.effective_at DESC, e.seq DESC
+        WITH e.{key} AS wanted, e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel,
+             e.effective_at > $at AS pending, collect(e) AS events
+        UNWIND CASE WHEN pending THEN events ELSE events[0..1] END AS latest
+        RETURN latest {_DECISION_MAP} AS event
+        """)
 
-# The same reduction for events recorded on person ids (an account the cached scope does not
-# know yet still binds through its person).
-LATEST_EVENTS_FOR_PERSONS = cypher(
-    "consent.latest_events_for_persons",
-    """
-    UNWIND $person_ids AS pid
-    MATCH (e:ConsentEvent {person_id: pid})
-    WITH e
-    WHERE e.purpose_id = $purpose_id
-    WITH e
-    ORDER BY e.effective_at DESC, e.seq DESC
-    WITH e.person_id AS pid, e.subject_ref AS ref, e.kind AS kind, coalesce(e.channel, '') AS channel,
-         e.effective_at > $at AS pending, collect(e) AS events
-    UNWIND CASE WHEN pending THEN events ELSE events[0..1] END AS latest
-    RETURN latest {.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at,
-                   .recorded_at, .expires_at, .person_id} AS event
-    """,
-)
+
+LATEST_EVENTS_FOR_SUBJECTS = _latest_events_by("consent.latest_events_for_subjects", "subject_ref", "refs")
+# Events recorded on person ids: an account the cached scope does not know yet still binds through
+# its person.
+LATEST_EVENTS_FOR_PERSONS = _latest_events_by("consent.latest_events_for_persons", "person_id", "person_ids")
 
 # What changed in a ledger window: enough to tell which cached subjects and persons are stale.
 EVENT_SUBJECTS_PAGE = cypher(
