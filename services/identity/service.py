@@ -125,10 +125,17 @@ class IdentityService:
     def identifier_token(self, kind: str, value: str) -> str:
         return self.blind.token(kind, value)
 
-    def decrypt_rows(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def decrypt_rows(self, rows: list[dict[str, Any]], *, wrapped: bool = False) -> dict[str, dict[str, Any]]:
         """account id → decrypted account record, for rows carrying `account_id` and `attrs`.
-        Keys come from the key store's cache or one batched lookup; shredded accounts are absent."""
-        ciphers = self.keys.ciphers([f"account:{r['account_id']}" for r in rows])
+        Keys come from the key store's cache or one batched lookup; shredded accounts are absent.
+        With `wrapped`, the rows carry the account's wrapped data key (None once destroyed) as
+        `wrapped`, read with them, and the keys not cached are unwrapped without a lookup."""
+        subjects = [f"account:{r['account_id']}" for r in rows]
+        if wrapped:
+            ciphers = self.keys.ciphers_of_wrapped(
+                {subject: r.get("wrapped") for subject, r in zip(subjects, rows, strict=True)})
+        else:
+            ciphers = self.keys.ciphers(subjects)
         out = {}
         for r in rows:
             cipher = ciphers.get(f"account:{r['account_id']}")
@@ -161,30 +168,31 @@ class IdentityService:
         account_id = self.account_id(acc.source, acc.external_id)
         problems = [(p.field, p.reason) for p in acc.problems]
         tokens, linking = self.identifier_tokens(acc)
-        suppressed = self.store.suppressed([account_id, *tokens])
+        match, blocks = self.match_record(acc, account_id)
+        # One read for everything the decision needs; only persons that turn out to be candidates
+        # cost a second one (their accounts, identifiers and cannot-link decisions).
+        ctx = self.store.link_context(account_id, [account_id, *tokens], [t for t in tokens if t in linking],
+                                      blocks if self.scorer is not None else [], self.candidate_limit)
+        suppressed = ctx.suppressed
         if account_id in suppressed:
             raise FailedPrecondition("this account belongs to an erased person and cannot be re-created",
                                      reason="SUBJECT_ERASED")
         for token in suppressed:
             kind, _value, _lt = tokens.pop(token)
             problems.append((f"identifiers.{kind}", "identifier was erased and is suppressed"))
-        match, blocks = self.match_record(acc, account_id)
 
-        current = self.store.account_person(account_id)
+        current = ctx.current
         deterministic, shared_too_widely = self._deterministic_candidates(
-            {t: v for t, v in tokens.items() if t in linking}, current)
+            [row for row in ctx.identifiers if row["token"] not in suppressed], current)
         for token, why in shared_too_widely.items():
             problems.append((f"identifiers.{tokens[token][0]}", why))
         # An identifier shared too widely to link is no evidence for the model either.
         noise = {(KIND_COLUMNS[tokens[t][0]], tokens[t][1]) for t in shared_too_widely if tokens[t][0] in KIND_COLUMNS}
-        probabilistic, review = self._probabilistic_candidates(account_id, match, blocks, deterministic, current,
-                                                               noise)
+        probabilistic, review = self._probabilistic_candidates(match, ctx.candidates, deterministic, current, noise)
 
         candidate_ids = sorted({*deterministic, *probabilistic} - ({current["person_id"]} if current else set()))
-        infos = self._person_infos([*candidate_ids, *([current["person_id"]] if current else [])])
-        cannot = self.store.cannot_link_persons([account_id], candidate_ids)
-        cannot_pairs = set(self.store.cannot_link_between_persons(
-            [*candidate_ids, *([current["person_id"]] if current else [])]))
+        infos, cannot_pairs = self._person_infos([*candidate_ids, *([current["person_id"]] if current else [])])
+        cannot = ctx.cannot_link & set(candidate_ids)
         candidates = []
         for pid in candidate_ids:
             info = infos.get(pid)
@@ -223,15 +231,18 @@ class IdentityService:
             method, probability = METHOD_NEW, 1.0
         record = stored_record(acc, tokens, match)
         cipher = self.keys.cipher_for(f"account:{account_id}")
-        self.store.upsert_account(
-            person_id=person_id, account_id=account_id, source=acc.source,
-            ref=b64(cipher.encrypt("ref", json.dumps([acc.source, acc.external_id]))),
-            attrs=b64(cipher.encrypt("account", json.dumps(record))), now=now, method=method,
-            probability=probability, model_version=getattr(self.scorer, "version", "") or "",
-            identifier_tokens=list(tokens),
-            identifiers=[{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
-            block_tokens=blocks, bucket=bucket_of(account_id),
-        )
+        params: dict[str, Any] = {
+            "person_id": person_id, "account_id": account_id, "source": acc.source,
+            "ref": b64(cipher.encrypt("ref", json.dumps([acc.source, acc.external_id]))),
+            "attrs": b64(cipher.encrypt("account", json.dumps(record))), "now": now, "method": method,
+            "probability": probability, "model_version": getattr(self.scorer, "version", "") or "",
+            "identifiers": [{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
+            "block_tokens": blocks, "bucket": bucket_of(account_id),
+        }
+        # A new account's edges are created, not merged; an existing one (or one created since the
+        # read) goes through the full upsert, which also removes what the account no longer has.
+        if current is not None or self.store.create_account(**params) is None:
+            self.store.upsert_account(identifier_tokens=list(tokens), **params)
         merged: list[str] = []
         others = [c.person_id for c in chosen if c.person_id != person_id]
         if others:
@@ -248,13 +259,14 @@ class IdentityService:
                            probability=probability, problems=problems, merged_persons=merged,
                            blocked=selection.blocked)
 
-    def _deterministic_candidates(self, tokens: dict[str, tuple], current: dict | None
+    def _deterministic_candidates(self, rows: list[dict[str, Any]], current: dict | None
                                   ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
         """Persons sharing a linking identifier → [(kind, token)]; and identifiers that do not link
-        (shared by too many persons or accounts, or contested) → why."""
+        (shared by too many persons or accounts, or contested) → why. `rows` as
+        `persons_by_identifiers` gives them."""
         found: dict[str, list[tuple[str, str]]] = {}
         not_linking: dict[str, str] = {}
-        for row in self.store.persons_by_identifiers(list(tokens)):
+        for row in rows:
             if row["contested"]:
                 not_linking[row["token"]] = "identifier is shared by different persons and does not link"
                 continue
@@ -267,44 +279,51 @@ class IdentityService:
                     found.setdefault(pid, []).append((row["kind"], row["token"]))
         return found, not_linking
 
-    def _probabilistic_candidates(self, account_id: str, match: dict, blocks: list[str],
-                                  deterministic: dict, current: dict | None, noise: set[tuple[str, str]]
+    def _probabilistic_candidates(self, match: dict, candidates: list[dict[str, Any]], deterministic: dict,
+                                  current: dict | None, noise: set[tuple[str, str]]
                                   ) -> tuple[dict[str, float], dict[str, float]]:
-        if self.scorer is None or not blocks:
+        """Scores the accounts sharing a blocking key (`candidates`, as `candidates_by_block` gives
+        them) → persons at or above the link threshold, and accounts in the review band."""
+        if self.scorer is None or not candidates:
             return {}, {}
         linked: dict[str, float] = {}
         review: dict[str, float] = {}
-        rows = [row for row in self.store.candidates_by_block(account_id, blocks, self.candidate_limit)
+        rows = [row for row in candidates
                 if row["person_id"] not in deterministic and not (current and row["person_id"] == current["person_id"])]
-        records = self.decrypt_rows(rows)
-        for row in rows:
+        records = self.decrypt_rows(rows, wrapped=True)
+        scored = [row for row in rows if row["account_id"] in records]
+        probabilities = self.scorer.match_probabilities(
+            without(match, noise), [without(records[row["account_id"]]["match"], noise) for row in scored])
+        for row, p in zip(scored, probabilities, strict=True):
             pid = row["person_id"]
-            other = records.get(row["account_id"])
-            if other is None:
-                continue
-            result = self.scorer.score(without(match, noise), without(other["match"], noise))
-            p = float(result.match_probability)
             if p >= self.thresholds.link:
                 linked[pid] = max(p, linked.get(pid, 0.0))
             elif p >= self.thresholds.review:
                 review[row["account_id"]] = max(p, review.get(row["account_id"], 0.0))
         return linked, review
 
-    def _person_infos(self, person_ids: list[str]) -> dict[str, guards.Candidate]:
+    def _person_infos(self, person_ids: list[str]) -> tuple[dict[str, guards.Candidate], set[tuple[str, str]]]:
+        """The persons as guard candidates (traits and identifiers of all their accounts), and the
+        pairs of them (in sorted order) that a cannot-link decision keeps apart."""
         infos: dict[str, guards.Candidate] = {}
         if not person_ids:
-            return infos
-        rows = self.store.person_accounts_with_keys(person_ids)
+            return infos, set()
+        rows = self.store.link_persons(person_ids)
         records = self.decrypt_rows(rows)
+        wanted = set(person_ids)
+        pairs: set[tuple[str, str]] = set()
         for row in rows:
-            info = infos.setdefault(row["person_id"], guards.Candidate(
-                person_id=row["person_id"], created_at=int(row["person_created_at"] or 0), method=""))
+            pid = row["person_id"]
+            info = infos.setdefault(pid, guards.Candidate(
+                person_id=pid, created_at=int(row["person_created_at"] or 0), method=""))
             rec = records.get(row["account_id"])
             if rec:
                 info.traits.append(guards.Traits.of(rec["match"]))
-        for pid, tokens in self.store.person_identifiers(list(infos)).items():
-            infos[pid].identifiers = tokens
-        return infos
+            for ident in row["identifiers"]:
+                info.identifiers.setdefault(ident["kind"], set()).add(ident["token"])
+            pairs.update((min(pid, other), max(pid, other)) for other in row["cannot_link"]
+                         if other in wanted and other != pid)
+        return infos, pairs
 
     # ---- read ------------------------------------------------------------------------------
     def get_person(self, person_id: str) -> PersonView:

@@ -11,7 +11,7 @@ Edges: (Account)-[:HAS]->(Identifier), (Account)-[:BLOCK]->(BlockKey),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.graph.port import GraphClient, Schema
@@ -62,6 +62,36 @@ UPSERT_ACCOUNT = cypher(
     FOREACH (token IN $block_tokens |
       MERGE (k:BlockKey {token: token})
       MERGE (a)-[:BLOCK]->(k))
+    RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
+    """,
+    write=True,
+)
+
+# The upsert of an account that does not exist yet: its edges are created, not merged (nothing to
+# merge with, and no stale edges to look for). Only the execution that creates the account writes
+# anything (`fresh`, set on create and cleared in the same statement); when the account exists —
+# created concurrently, or this is a retry whose first reply was lost — it returns no row and
+# changes nothing, and the caller falls back to UPSERT_ACCOUNT.
+CREATE_ACCOUNT = cypher(
+    "identity.create_account",
+    """
+    MERGE (a:Account {id: $account_id})
+    ON CREATE SET a.fresh = true, a.created_at = $now, a.updated_at = $now, a.source = $source, a.ref = $ref,
+                  a.attrs = $attrs, a.bucket = $bucket
+    WITH a
+    WHERE a.fresh = true
+    MERGE (p:Person {id: $person_id})
+    ON CREATE SET p.created_at = $now
+    SET a.fresh = null, p.updated_at = $now
+    CREATE (a)-[:BELONGS_TO {method: $method, probability: $probability, model_version: $model_version,
+                             at: $now}]->(p)
+    FOREACH (ident IN $identifiers |
+      MERGE (i:Identifier {token: ident.token})
+      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
+      CREATE (a)-[:HAS]->(i))
+    FOREACH (token IN $block_tokens |
+      MERGE (k:BlockKey {token: token})
+      CREATE (a)-[:BLOCK]->(k))
     RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
     """,
     write=True,
@@ -145,6 +175,62 @@ ASSIGN_STAGED = cypher(
     RETURN count(a) AS assigned
     """,
     write=True,
+)
+
+# Everything a real-time link decides on, read in one round trip (each branch is an indexed
+# lookup): suppressed tokens, the account's current person, the persons its own cannot-link
+# decisions point at, the persons holding each identifier, and the accounts sharing a blocking key
+# with their wrapped data keys (the key store's `SubjectKey` nodes), so that decrypting them costs
+# no further round trip.
+# The candidate branch does not drop the account itself (`a.id <> $account_id` turns the indexed
+# lookup into a scan on FalkorDB, see CANDIDATES_BY_BLOCK); the store does.
+LINK_CONTEXT = cypher(
+    "identity.link_context",
+    """
+    UNWIND $suppress_tokens AS token
+    MATCH (s:Suppression {token: token})
+    RETURN 'suppressed' AS part, s.token AS token, null AS kind, null AS persons, null AS accounts,
+           null AS contested, null AS account_id, null AS attrs, null AS person_id, null AS method,
+           null AS probability, null AS wrapped
+    UNION ALL
+    MATCH (a:Account {id: $account_id})-[b:BELONGS_TO]->(p:Person)
+    RETURN 'current' AS part, null AS token, null AS kind, null AS persons, null AS accounts,
+           null AS contested, a.id AS account_id, null AS attrs, p.id AS person_id, b.method AS method,
+           b.probability AS probability, null AS wrapped
+    UNION ALL
+    MATCH (a:Account {id: $account_id})-[:CANNOT_LINK]-(:Account)-[:BELONGS_TO]->(q:Person)
+    RETURN DISTINCT 'cannot_link' AS part, null AS token, null AS kind, null AS persons, null AS accounts,
+           null AS contested, null AS account_id, null AS attrs, q.id AS person_id, null AS method,
+           null AS probability, null AS wrapped
+    UNION ALL
+    UNWIND $identifier_tokens AS token
+    MATCH (i:Identifier {token: token})<-[:HAS]-(a:Account)-[:BELONGS_TO]->(p:Person)
+    RETURN 'identifier' AS part, token, i.kind AS kind, collect(DISTINCT p.id) AS persons,
+           count(DISTINCT a) AS accounts, coalesce(i.contested, false) AS contested, null AS account_id,
+           null AS attrs, null AS person_id, null AS method, null AS probability, null AS wrapped
+    UNION ALL
+    UNWIND $block_tokens AS token
+    MATCH (k:BlockKey {token: token})<-[:BLOCK]-(a:Account)-[:BELONGS_TO]->(p:Person)
+    WITH DISTINCT a, p
+    LIMIT $limit
+    OPTIONAL MATCH (dataKey:SubjectKey {subject: $key_prefix + a.id})
+    RETURN 'candidate' AS part, null AS token, null AS kind, null AS persons, null AS accounts,
+           null AS contested, a.id AS account_id, a.attrs AS attrs, p.id AS person_id, null AS method,
+           null AS probability, dataKey.wrapped AS wrapped
+    """,
+)
+
+# The persons a link may join, in one round trip: every account with its record, identifiers and
+# the persons its cannot-link decisions point at.
+LINK_PERSONS = cypher(
+    "identity.link_persons",
+    """
+    UNWIND $person_ids AS pid
+    MATCH (a:Account)-[:BELONGS_TO]->(p:Person {id: pid})
+    RETURN p.id AS person_id, p.created_at AS person_created_at, a.id AS account_id, a.attrs AS attrs,
+           [(a)-[:HAS]->(i:Identifier) | {kind: i.kind, token: i.token}] AS identifiers,
+           [(a)-[:CANNOT_LINK]-(:Account)-[:BELONGS_TO]->(q:Person) | q.id] AS cannot_link
+    """,
 )
 
 ACCOUNT_PERSON = cypher(
@@ -538,6 +624,17 @@ IDEMPOTENCY_PUT = cypher(
 
 
 @dataclass
+class LinkContext:
+    """What LINK_CONTEXT read for one account."""
+
+    suppressed: set[str] = field(default_factory=set)
+    current: dict[str, Any] | None = None  # person_id, method, probability
+    cannot_link: set[str] = field(default_factory=set)  # persons the account's decisions point at
+    identifiers: list[dict[str, Any]] = field(default_factory=list)  # as persons_by_identifiers
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # as candidates_by_block, + wrapped
+
+
+@dataclass
 class IdentityStore:
     graph: GraphClient
 
@@ -546,6 +643,12 @@ class IdentityStore:
 
     def upsert_account(self, **params: Any) -> dict[str, Any]:
         return self.graph.run(UPSERT_ACCOUNT, params)[0]
+
+    def create_account(self, **params: Any) -> dict[str, Any] | None:
+        """CREATE_ACCOUNT: the created account's row, or None when the account already existed
+        (nothing was written; use `upsert_account`)."""
+        rows = self.graph.run(CREATE_ACCOUNT, params)
+        return rows[0] if rows else None
 
     def stage_accounts(self, rows: list[dict[str, Any]], now: int) -> int:
         """Rows carry `block_tokens` as one space-separated string: a parameter's every list item
@@ -578,6 +681,37 @@ class IdentityStore:
             return 0
         out = self.graph.run(ASSIGN_STAGED, {"rows": rows, "model_version": model_version, "now": now})
         return int(out[0]["assigned"]) if out else 0
+
+    def link_context(self, account_id: str, suppress_tokens: list[str], identifier_tokens: list[str],
+                     block_tokens: list[str], limit: int, key_prefix: str = "account:") -> LinkContext:
+        """Candidates carry `wrapped`, the wrapped data key of subject `key_prefix + account id`
+        (None when it was destroyed)."""
+        rows = self.graph.run(LINK_CONTEXT, {
+            "account_id": account_id, "suppress_tokens": suppress_tokens, "identifier_tokens": identifier_tokens,
+            "block_tokens": block_tokens, "limit": limit + 1, "key_prefix": key_prefix})
+        ctx = LinkContext()
+        for row in rows:
+            part = row["part"]
+            if part == "suppressed":
+                ctx.suppressed.add(row["token"])
+            elif part == "current":
+                ctx.current = {"person_id": row["person_id"], "method": row["method"],
+                               "probability": row["probability"]}
+            elif part == "cannot_link":
+                ctx.cannot_link.add(row["person_id"])
+            elif part == "identifier":
+                ctx.identifiers.append({"token": row["token"], "kind": row["kind"], "persons": row["persons"],
+                                        "accounts": row["accounts"], "contested": row["contested"]})
+            elif row["account_id"] != account_id:
+                ctx.candidates.append({"account_id": row["account_id"], "attrs": row["attrs"],
+                                       "person_id": row["person_id"], "wrapped": row["wrapped"]})
+        del ctx.candidates[limit:]
+        return ctx
+
+    def link_persons(self, person_ids: list[str]) -> list[dict[str, Any]]:
+        """One row per (person, account): `person_created_at`, `attrs`, `identifiers` as
+        [{kind, token}] and `cannot_link`, the persons the account's cannot-link decisions point at."""
+        return self.graph.run(LINK_PERSONS, {"person_ids": person_ids}) if person_ids else []
 
     def account_person(self, account_id: str) -> dict[str, Any] | None:
         rows = self.graph.run(ACCOUNT_PERSON, {"account_id": account_id})

@@ -285,3 +285,29 @@ def test_batch_resolve_rejects_bad_subjects_and_oversized_batches(stub):
         stub.BatchResolveSubjects(pb.BatchResolveSubjectsRequest(subjects=many))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(error_details(err.value)[1]) == {"subjects"}
+
+
+def test_realtime_link_scores_candidates_with_the_model(stub):
+    """With a model, a new account without shared identifiers joins the person whose account has
+    the same name, birth date and address (probabilistic link), and a stranger does not."""
+    batch, people = [], []
+    for accounts, _person, _trap in generate(300, seed=9):
+        batch.extend(pb.LinkAccountRequest(account=_raw_to_input(raw)) for raw in accounts)
+        people.append(accounts[0])
+    list(stub.BatchLinkAccounts(iter([pb.BatchLinkAccountsRequest(requests=batch[i:i + 200])
+                                      for i in range(0, len(batch), 200)])))
+    stub.TrainModel(pb.TrainModelRequest(seed=3))
+    raw = next(r for r in people if r.get("given_name") and r.get("family_name") and r.get("birth_date")
+               and (r.get("address") or {}).get("postcode") and (r.get("address") or {}).get("street"))
+    twin = {k: v for k, v in raw.items() if k in ("given_name", "family_name", "birth_date", "address")}
+    known = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(
+        account=ref(raw["source"], str(raw["id"])))))
+    linked = stub.LinkAccount(pb.LinkAccountRequest(account=_raw_to_input({**twin, "source": "app", "id": "rt-1"})))
+    assert linked.account.link_method == pb.LINK_METHOD_PROBABILISTIC
+    assert linked.person.name == known.name
+    assert linked.account.link_probability >= 0.95
+    stranger = stub.LinkAccount(pb.LinkAccountRequest(account=_raw_to_input(
+        {"source": "app", "id": "rt-2", "given_name": "Xaver", "family_name": "Quastenflosser",
+         "birth_date": "1901-01-01"})))
+    assert stranger.created_person
+    assert stranger.account.link_method == pb.LINK_METHOD_NEW_PERSON

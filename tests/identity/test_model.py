@@ -16,7 +16,7 @@ from services.identity.domain.model import (
     predict_and_cluster,
     train,
 )
-from services.identity.domain.model_settings import COMPARISONS, levenshtein
+from services.identity.domain.model_settings import COMPARISONS, levenshtein, levenshtein_within
 from services.identity.domain.normalize import normalize_account, to_match_record
 
 
@@ -53,6 +53,46 @@ def test_realtime_scores_equal_splinks_own(model, records):
         assert score.match_weight == pytest.approx(row.match_weight, abs=1e-9)
         assert score.match_probability == pytest.approx(row.match_probability, abs=1e-12)
         assert list(score.gammas) == [getattr(row, f"gamma_{spec.name}") for spec in COMPARISONS]
+
+
+def test_batch_probabilities_equal_score_and_splinks_own(model, records):
+    """The real-time path scores a new record against all its candidates at once: the same
+    probabilities as `score`, bit for bit, and as Splink's predict."""
+    frame = _frame(records)
+    predictions = _linker(frame, model.settings).inference.predict().as_pandas_dataframe()
+    by_id = {r["unique_id"]: r for r in records}
+    expected: dict[str, list[tuple[str, float]]] = {}
+    for row in predictions.itertuples():
+        expected.setdefault(row.unique_id_l, []).append((row.unique_id_r, row.match_probability))
+    scorer = RealtimeScorer(model)
+    for left, pairs in expected.items():
+        rights = [by_id[r] for r, _p in pairs]
+        batch = scorer.match_probabilities(by_id[left], rights)
+        assert batch == [scorer.score(by_id[left], r).match_probability for r in rights]
+        assert batch == pytest.approx([p for _r, p in pairs], abs=1e-12)
+    assert scorer.match_probabilities(records[0], []) == []
+
+
+def test_levenshtein_within_answers_as_the_full_distance():
+    import random
+
+    rng = random.Random(7)
+    alphabet = "aeimnrsäöüß東 -"
+    words = ["müller", "mueller", "muller", "schmidt", "schmitt", "", "a", "東京", "straße", "strasse", "ab", "ba",
+             "1980-03-12", "1980-12-03", "1981-03-12"]
+    for _ in range(3000):
+        word = [rng.choice(alphabet) for _ in range(rng.randint(0, 10))]
+        for _ in range(rng.randint(0, 4)):
+            at = rng.randint(0, len(word))
+            word[at:at + rng.randint(0, 1)] = rng.choice(["", rng.choice(alphabet)])
+        words.append("".join(word))
+    for x, y in zip(words, [*words[1:], words[0]], strict=True):
+        for n in (0, 1, 2, 3):
+            assert levenshtein_within(x, y, n) == (levenshtein(x, y) <= n), (x, y, n)
+    for x in words[:15]:
+        for y in words[:15]:
+            for n in (1, 2):
+                assert levenshtein_within(x, y, n) == (levenshtein(x, y) <= n), (x, y, n)
 
 
 def test_scorer_handles_nulls_umlauts_and_gives_a_waterfall(model):

@@ -233,31 +233,55 @@ class RealtimeScorer:
                                                float(lv.get("tf_minimum_u_value") or 0.0), u))
             self._compiled.append((spec, compiled))
 
+    def _level(self, spec: ComparisonSpec, levels: list[_CompiledLevel], a: Record, b: Record
+               ) -> tuple[_CompiledLevel, float, float] | None:
+        """The level two prepared records reach in one comparison, its weight with the term-frequency
+        adjustment, and the adjustment alone; None for the null level."""
+        if spec.is_null(a, b):
+            return None
+        index = next((i for i, lv in enumerate(spec.levels) if lv.matches(a, b)), len(spec.levels))
+        level = levels[index]
+        tf_adj = 0.0
+        if level.tf_column:
+            table = self._tf.get(level.tf_column, {})
+            # As Splink: the larger known frequency of the two values, at least the minimum.
+            known = [t for t in (table.get(a[level.tf_column]), table.get(b[level.tf_column])) if t is not None]
+            if known:
+                tf_adj = level.tf_weight * (math.log2(level.u) - math.log2(max(*known, level.tf_min_u)))
+        return level, level.log2_bf + tf_adj, tf_adj
+
     def score(self, left: Record, right: Record) -> Score:
         a, b = prepare(left), prepare(right)
         total = self.prior_weight
         contributions = []
         gammas = []
         for spec, levels in self._compiled:
-            if spec.is_null(a, b):
+            found = self._level(spec, levels, a, b)
+            if found is None:
                 contributions.append(Contribution(spec.name, "null", 0.0))
                 gammas.append(-1)
                 continue
-            index = next((i for i, lv in enumerate(spec.levels) if lv.matches(a, b)), len(spec.levels))
-            level = levels[index]
-            weight = level.log2_bf
-            tf_adj = 0.0
-            if level.tf_column:
-                table = self._tf.get(level.tf_column, {})
-                # As Splink: the larger known frequency of the two values, at least the minimum.
-                known = [t for t in (table.get(a[level.tf_column]), table.get(b[level.tf_column])) if t is not None]
-                if known:
-                    tf_adj = level.tf_weight * (math.log2(level.u) - math.log2(max(*known, level.tf_min_u)))
-            total += weight + tf_adj
-            contributions.append(Contribution(spec.name, level.label, weight + tf_adj, tf_adj))
+            level, weight, tf_adj = found
+            total += weight
+            contributions.append(Contribution(spec.name, level.label, weight, tf_adj))
             gammas.append(level.gamma)
         probability = match_probability(total)
         return Score(total, probability, self.prior_weight, tuple(contributions), tuple(gammas))
+
+    def match_probabilities(self, left: Record, rights: Sequence[Record]) -> list[float]:
+        """`score(left, right).match_probability` for each right record, the same numbers without
+        the explanation: the left record is prepared once and no contributions are built."""
+        a = prepare(left)
+        out = []
+        for right in rights:
+            b = prepare(right)
+            total = self.prior_weight
+            for spec, levels in self._compiled:
+                found = self._level(spec, levels, a, b)
+                if found is not None:
+                    total += found[1]
+            out.append(match_probability(total))
+        return out
 
 
 def predict_and_cluster(model: TrainedModel, records: Sequence[Record], *, threshold: float

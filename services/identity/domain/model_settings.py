@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 Record = dict[str, Any]
@@ -30,6 +31,42 @@ def levenshtein(left: str, right: str) -> int:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
         previous = current
     return previous[-1]
+
+
+@lru_cache(maxsize=1 << 16)
+def levenshtein_within(left: str, right: str, n: int) -> bool:
+    """`levenshtein(left, right) <= n`, without the full table: a common prefix and suffix never
+    change the distance, and only cells within n of the diagonal can stay within n (a cell i, j
+    is at least |i - j| away), so each row is computed on that band, capped at n + 1, and the
+    answer is no as soon as a whole row is above n. Cached: real-time candidates share names."""
+    if left == right:
+        return True
+    if abs(len(left) - len(right)) > n:
+        return False
+    start, shortest = 0, min(len(left), len(right))
+    while start < shortest and left[start] == right[start]:
+        start += 1
+    end_l, end_r = len(left), len(right)
+    while end_l > start and end_r > start and left[end_l - 1] == right[end_r - 1]:
+        end_l -= 1
+        end_r -= 1
+    a, b = left[start:end_l], right[start:end_r]
+    if not a or not b:
+        return max(len(a), len(b)) <= n
+    over = n + 1
+    previous = [min(j, over) for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, 1):
+        current = [over] * (len(b) + 1)
+        current[0] = min(i, over)
+        lowest = current[0]
+        for j in range(max(1, i - n), min(len(b), i + n) + 1):
+            value = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != b[j - 1]), over)
+            current[j] = value
+            lowest = min(lowest, value)
+        if lowest > n:
+            return False
+        previous = current
+    return previous[-1] <= n
 
 
 @dataclass(frozen=True)
@@ -60,7 +97,7 @@ def _exact(col: str, tf: bool = False) -> Level:
 
 def _lev(col: str, n: int) -> Level:
     return Level(f"levenshtein <= {n}", f'levenshtein("{col}_l", "{col}_r") <= {n}',
-                 lambda left, right: levenshtein(left[col], right[col]) <= n)
+                 lambda left, right: levenshtein_within(left[col], right[col], n))
 
 
 def _phonetic(col: str) -> Level:
@@ -132,7 +169,7 @@ COMPARISONS: tuple[ComparisonSpec, ...] = (
               'levenshtein("birth_date_l", "birth_date_r") <= 1 OR (substr("birth_date_l", 1, 4) = '
               'substr("birth_date_r", 1, 4) AND substr("birth_date_l", 6, 2) = substr("birth_date_r", 9, 2) '
               'AND substr("birth_date_l", 9, 2) = substr("birth_date_r", 6, 2))',
-              lambda left, right: levenshtein(left["birth_date"], right["birth_date"]) <= 1
+              lambda left, right: levenshtein_within(left["birth_date"], right["birth_date"], 1)
               or _dob_swapped(left, right)),
         Level("same year", 'substr("birth_date_l", 1, 4) = substr("birth_date_r", 1, 4)',
               lambda left, right: left["birth_date"][:4] == right["birth_date"][:4]),

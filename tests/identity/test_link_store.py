@@ -1,0 +1,150 @@
+"""The store statements of the real-time link path, on a real graph: LINK_CONTEXT (everything a
+link decides on, in one read), CREATE_ACCOUNT (a new account's edges created, not merged; nothing
+written when the account exists) and LINK_PERSONS (candidate persons with identifiers and
+cannot-link decisions)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from services.identity.store import IdentityStore
+
+# Parameters must arrive verbatim: quotes, backslashes, unicode and a Cypher-looking payload.
+AWKWARD = "it's \"quoted\" \\ back\\\\slash ' ü東京 😀 }) DETACH DELETE (n"
+
+
+@pytest.fixture
+def store(graph) -> IdentityStore:
+    s = IdentityStore(graph)
+    s.ensure_schema()
+    return s
+
+
+def _account(store: IdentityStore, tag: str, *, person: str, identifiers: list[tuple[str, str]],
+             blocks: list[str], attrs: str = "attrs") -> dict:
+    row = store.create_account(
+        person_id=person, account_id=f"{tag}-account", source="webshop", ref=f"ref {tag}", attrs=attrs, now=1000,
+        method="new", probability=1.0, model_version="m1",
+        identifiers=[{"token": t, "kind": k, "line_type": ""} for t, k in identifiers], block_tokens=blocks,
+        bucket=7)
+    assert row is not None
+    return row
+
+
+def test_link_context_round_trips_awkward_strings(store):
+    tag = f"{AWKWARD}-{uuid.uuid4().hex}"
+    person = f"person {tag}"
+    ident, block = f"ident {tag}", f"block {tag}"
+    _account(store, tag, person=person, identifiers=[(ident, "email")], blocks=[block], attrs=f"attrs {tag}")
+
+    # The account itself: its person, and the holders of its identifier; not its own candidate.
+    ctx = store.link_context(f"{tag}-account", [f"{tag}-account", ident], [ident], [block], limit=10)
+    assert ctx.current == {"person_id": person, "method": "new", "probability": 1.0}
+    assert ctx.suppressed == set()
+    assert ctx.cannot_link == set()
+    assert ctx.identifiers == [{"token": ident, "kind": "email", "persons": [person], "accounts": 1,
+                                "contested": False}]
+    assert ctx.candidates == []
+
+    # Another account sharing the identifier and the blocking key finds it, its record verbatim.
+    other = store.link_context(f"other {tag}", [f"other {tag}"], [ident], [block], limit=10)
+    assert other.current is None
+    assert [r["persons"] for r in other.identifiers] == [[person]]
+    # No data key was stored for it: `wrapped` is None (as for a shredded account).
+    assert other.candidates == [{"account_id": f"{tag}-account", "attrs": f"attrs {tag}", "person_id": person,
+                                 "wrapped": None}]
+
+
+def test_link_context_reports_suppression_cannot_link_and_contested(store):
+    tag = uuid.uuid4().hex
+    kept = _account(store, f"{tag}-kept", person=f"{tag}-p1", identifiers=[(f"{tag}-shared", "phone")],
+                    blocks=[f"{tag}-b"])
+    gone = _account(store, f"{tag}-gone", person=f"{tag}-p2", identifiers=[(f"{AWKWARD}{tag}", "email")],
+                    blocks=[f"{tag}-b"])
+    third = _account(store, f"{tag}-third", person=f"{tag}-p3", identifiers=[], blocks=[])
+    store.record_decision(id=f"{tag}-d", kind="cannot_link", a=third["account_id"], b=kept["account_id"],
+                          reason="test", author="test", now=1)
+    store.mark_contested([f"{tag}-shared"])
+    store.delete_person(gone["person_id"], 2)  # suppresses its account and identifier tokens
+
+    ctx = store.link_context(third["account_id"], [third["account_id"], f"{AWKWARD}{tag}", gone["account_id"]],
+                             [f"{tag}-shared"], [f"{tag}-b"], limit=10)
+    assert ctx.suppressed == {f"{AWKWARD}{tag}", gone["account_id"]}
+    assert ctx.cannot_link == {f"{tag}-p1"}
+    assert [(r["token"], r["contested"]) for r in ctx.identifiers] == [(f"{tag}-shared", True)]
+    assert [r["account_id"] for r in ctx.candidates] == [kept["account_id"]]
+
+
+def test_link_context_candidates_honour_the_limit_without_the_account_itself(store):
+    tag = uuid.uuid4().hex
+    for i in range(5):
+        _account(store, f"{tag}-{i}", person=f"{tag}-p{i}", identifiers=[], blocks=[f"{tag}-b"])
+    ctx = store.link_context(f"{tag}-0-account", [], [], [f"{tag}-b"], limit=3)
+    ids = [r["account_id"] for r in ctx.candidates]
+    assert len(ids) == 3
+    assert f"{tag}-0-account" not in ids
+    assert store.link_context(f"{tag}-x", [], [], [], limit=3).candidates == []
+
+
+def test_create_account_writes_nothing_when_the_account_exists(store):
+    tag = f"{AWKWARD}{uuid.uuid4().hex}"
+    created = _account(store, tag, person=f"{tag}-p", identifiers=[(f"{tag}-i", "email")], blocks=[f"{tag}-b"],
+                       attrs="first")
+    assert created == {"account_id": f"{tag}-account", "person_id": f"{tag}-p", "created_at": 1000}
+    # A retry, or a concurrent creator: no row, no second person, no duplicated edges.
+    again = store.create_account(
+        person_id=f"{tag}-other", account_id=f"{tag}-account", source="webshop", ref="ref", attrs="second",
+        now=2000, method="new", probability=1.0, model_version="m1",
+        identifiers=[{"token": f"{tag}-i", "kind": "email", "line_type": ""}], block_tokens=[f"{tag}-b"],
+        bucket=7)
+    assert again is None
+    assert store.get_person(f"{tag}-other") is None
+    rows = store.link_persons([f"{tag}-p"])
+    assert [(r["account_id"], r["attrs"], r["identifiers"]) for r in rows] == [
+        (f"{tag}-account", "first", [{"kind": "email", "token": f"{tag}-i"}])]
+    ctx = store.link_context(f"{tag}-new", [], [f"{tag}-i"], [f"{tag}-b"], limit=10)
+    assert ctx.identifiers[0]["accounts"] == 1
+    assert len(ctx.candidates) == 1
+    # The full upsert still updates it.
+    store.upsert_account(
+        person_id=f"{tag}-p", account_id=f"{tag}-account", source="webshop", ref="ref", attrs="second", now=3000,
+        method="new", probability=1.0, model_version="m1", identifier_tokens=[], identifiers=[], block_tokens=[],
+        bucket=7)
+    assert [(r["attrs"], r["identifiers"]) for r in store.link_persons([f"{tag}-p"])] == [("second", [])]
+
+
+def test_link_persons_reports_identifiers_and_cannot_link_per_account(store):
+    tag = uuid.uuid4().hex
+    a = _account(store, f"{tag}-a", person=f"{tag}-p1", identifiers=[(f"{tag}-e", "email"), (f"{tag}-t", "phone")],
+                 blocks=[])
+    b = _account(store, f"{tag}-b", person=f"{tag}-p2", identifiers=[], blocks=[])
+    store.record_decision(id=f"{tag}-d", kind="cannot_link", a=a["account_id"], b=b["account_id"], reason="r",
+                          author="t", now=1)
+    rows = {r["person_id"]: r for r in store.link_persons([f"{tag}-p1", f"{tag}-p2", f"{tag}-none"])}
+    assert set(rows) == {f"{tag}-p1", f"{tag}-p2"}
+    assert sorted((i["kind"], i["token"]) for i in rows[f"{tag}-p1"]["identifiers"]) == [
+        ("email", f"{tag}-e"), ("phone", f"{tag}-t")]
+    assert rows[f"{tag}-p1"]["cannot_link"] == [f"{tag}-p2"]
+    assert rows[f"{tag}-p2"]["cannot_link"] == [f"{tag}-p1"]
+    assert rows[f"{tag}-p1"]["person_created_at"] == 1000
+    assert store.link_persons([]) == []
+
+
+def test_link_context_candidates_carry_their_wrapped_data_key(store, graph):
+    from services.common.crypto import KeyEncryptionKey
+    from services.common.keystore import SubjectKeys
+
+    tag = uuid.uuid4().hex
+    keys = SubjectKeys(graph, KeyEncryptionKey(bytes(range(32))))
+    keyed = _account(store, f"{tag}-keyed", person=f"{tag}-p1", identifiers=[], blocks=[f"{tag}-b"])
+    _account(store, f"{tag}-shredded", person=f"{tag}-p2", identifiers=[], blocks=[f"{tag}-b"])
+    keys.cipher_for(f"account:{keyed['account_id']}")
+    stored = {r["subject"]: r["wrapped"] for r in graph.run(
+        __import__("services.common.keystore", fromlist=["GET_MANY"]).GET_MANY,
+        {"subjects": [f"account:{keyed['account_id']}"]})}
+    ctx = store.link_context(f"{tag}-new", [], [], [f"{tag}-b"], limit=10)
+    wrapped = {r["account_id"]: r["wrapped"] for r in ctx.candidates}
+    assert wrapped == {keyed["account_id"]: stored[f"account:{keyed['account_id']}"],
+                       f"{tag}-shredded-account": None}
