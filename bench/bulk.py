@@ -7,6 +7,7 @@ process on an empty embedded FalkorDB, with its wall time per phase, peak memory
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,12 +35,35 @@ def write_population(path: Path, persons: int, seed: int) -> tuple[dict[str, str
     return truth, traps
 
 
+LINK_PHASES = {"reading accounts": "reading", "training the first model": "training",
+               "scoring pairs with Splink": "scoring", "deciding persons": "deciding", "writing persons": "writing"}
+
+
+def link_phases(stderr: str) -> dict[str, int]:
+    """Seconds per phase of LinkStagedAccounts, from the CLI's progress lines (each carries the
+    seconds since linking started); coarse: the CLI prints whole seconds."""
+    starts: dict[str, int] = {}
+    for name, total in re.findall(r"(reading accounts|training the first model|scoring pairs with Splink|"
+                                  r"deciding persons|writing persons)[^(\r\n]*\(([\d,]+) s\)", stderr):
+        starts.setdefault(LINK_PHASES[name], int(total.replace(",", "")))
+    linked = re.search(r"linked [\d,]+ accounts.*?\(([\d,]+) s\)", stderr)
+    end = int(linked.group(1).replace(",", "")) if linked else None
+    ordered = sorted(starts.items(), key=lambda kv: kv[1])
+    out = {}
+    for i, (phase, start) in enumerate(ordered):
+        stop = ordered[i + 1][1] if i + 1 < len(ordered) else end
+        if stop is not None:
+            out[phase] = stop - start
+    return out
+
+
 def run(persons: int, seed: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "accounts.jsonl", Path(tmp) / "persons.jsonl"
         t0 = time.perf_counter()
         truth, traps = write_population(data, persons, seed)
         generate_seconds = time.perf_counter() - t0
+        load_before = os.getloadavg()
         with local_stack("identity") as stack:
             env = {**stack.env, "TESSERA_CLIENTS_IDENTITY_ADDR": stack.env["TESSERA_CLIENTS_IDENTITY_ADDR"]}
             t0 = time.perf_counter()
@@ -68,10 +92,13 @@ def run(persons: int, seed: int = 1) -> dict[str, Any]:
             "accounts_per_second": round(len(truth) / import_seconds),
             "staging_accounts_per_second": staged_at[-1] if staged_at else None,
             "link_seconds": int(linked.group(2).replace(",", "")) if linked else None,
+            "link_phases_seconds": link_phases(done.stderr),
             "assignments_seconds": round(assignments_seconds, 1),
             "peak_rss_mib": rss,
             "precision": round(scores.precision, 4), "recall": round(scores.recall, 4), "f1": round(scores.f1, 4),
             "trap_groups_merged": f"{scores.trap_groups_merged} / {scores.trap_groups}",
+            # Two cores, shared: the 1-minute load average before and after, next to every figure.
+            "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         }
 
 

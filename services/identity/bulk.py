@@ -13,26 +13,25 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import structlog
 
 from services.common.crypto import b64
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
+from services.identity.bulk_splink import RecordTable
 from services.identity.domain import guards
 from services.identity.domain.bulk_link import BulkAccount, Limits, Plan, plan
 from services.identity.domain.link_methods import METHOD_PROBABILISTIC
 from services.identity.domain.model import (
     MIN_TRAINING_RECORDS,
     TrainedModel,
-    predict_and_cluster,
 )
 from services.identity.domain.normalize import Identifier, InvalidAccount, normalize_account
 from services.identity.service import (
-    KIND_COLUMNS,
     IdentityService,
     now_ms,
     pair_id,
@@ -65,19 +64,20 @@ class Progress:
     model_version: str = ""
 
 
-def _drop_widely_shared(matches: list[dict[str, Any]], limit: int) -> None:
-    """An e-mail or phone on `limit` or more accounts (a till's placeholder number) does not link
-    deterministically, and it is no evidence for the model either: removed from the records
-    Splink compares."""
-    columns = tuple(KIND_COLUMNS.values())
-    counts = Counter((column, value) for m in matches for column in columns for value in m.get(column) or ())
-    wide = {key for key, n in counts.items() if n >= limit}
-    if not wide:
-        return
-    for m in matches:
-        for column in columns:
-            if m.get(column):
-                m[column] = [v for v in m[column] if (column, v) not in wide]
+PAIR_CHUNK = 100_000
+
+
+def _pairs_by_id(scored: tuple[np.ndarray, np.ndarray, np.ndarray], accounts: list[BulkAccount]
+                 ) -> Iterator[tuple[str, str, float]]:
+    """Scored pairs of positions as (smaller account id, larger account id, probability), the
+    orientation Splink gives string ids; converted a chunk at a time."""
+    left, right, probability = scored
+    for start in range(0, len(left), PAIR_CHUNK):
+        end = start + PAIR_CHUNK
+        for x, y, p in zip(left[start:end].tolist(), right[start:end].tolist(), probability[start:end].tolist(),
+                           strict=True):
+            a, b = accounts[x].account_id, accounts[y].account_id
+            yield (a, b, p) if a < b else (b, a, p)
 
 
 class BulkImport:
@@ -149,58 +149,73 @@ class BulkImport:
         """Links every staged account; yields progress, the last item with phase "done"."""
         ident = self.identity
         started = time.perf_counter()
+        # Python keeps what the plan needs (ids, tokens, traits); the records Splink compares go
+        # straight into a DuckDB table, bucket by bucket, keyed by their position in `accounts`.
         accounts: list[BulkAccount] = []
-        matches: list[dict[str, Any]] = []
-        for bucket in range(BUCKETS):
-            rows = self.store.accounts_in_bucket(bucket)
-            records = ident.decrypt_rows(rows)
-            for row in rows:
-                rec = records.get(row["account_id"])
-                if rec is None or (row["person_id"] is None and not row["staged"]):
-                    continue
-                accounts.append(self._bulk_account(row, rec))
-                matches.append(rec["match"])
-            if bucket % 16 == 15:
-                yield Progress("reading", bucket + 1, BUCKETS)
-        staged = sum(1 for a in accounts if a.person_id is None)
-        if not staged:
-            yield Progress("done", model_version=getattr(ident.scorer, "version", "") or "")
-            return
-        _drop_widely_shared(matches, ident.max_accounts_per_identifier)
-        model = self._current_model()
-        if model is None and len(matches) >= MIN_TRAINING_RECORDS:
-            yield Progress("training", 0, 1)
-            model = self._train(matches, seed)
-        version = model.version if model else ""
-        pairs: Iterable[tuple[str, str, float]] = ()
-        clusters: dict[str, str] = {}
-        if model is not None:  # too few accounts for a first model: exact identifiers only, as in real time
-            yield Progress("scoring", 0, len(matches), model_version=version)
-            scored, clusters = predict_and_cluster(model, matches, threshold=ident.thresholds.link)
-            pairs = zip(scored["unique_id_l"], scored["unique_id_r"], scored["match_probability"], strict=True)
-        del matches
+        table = RecordTable()
+        try:
+            for bucket in range(BUCKETS):
+                rows = self.store.accounts_in_bucket(bucket)
+                records = ident.decrypt_rows(rows)
+                batch = []
+                for row in rows:
+                    rec = records.get(row["account_id"])
+                    if rec is None or (row["person_id"] is None and not row["staged"]):
+                        continue
+                    batch.append((len(accounts), rec["match"]))
+                    accounts.append(self._bulk_account(row, rec))
+                table.append(batch)
+                del rows, records, batch
+                if bucket % 16 == 15:
+                    yield Progress("reading", bucket + 1, BUCKETS)
+            staged = sum(1 for a in accounts if a.person_id is None)
+            if not staged:
+                yield Progress("done", model_version=getattr(ident.scorer, "version", "") or "")
+                return
+            table.drop_widely_shared(ident.max_accounts_per_identifier)
+            model = self._current_model()
+            if model is None and table.count >= MIN_TRAINING_RECORDS:
+                yield Progress("training", 0, 1)
+                model = self._train(table, accounts, seed)
+            version = model.version if model else ""
+            scored = None
+            if model is not None:  # too few accounts for a first model: exact identifiers only, as in real time
+                yield Progress("scoring", 0, table.count, model_version=version)
+                scored = table.scored_pairs(model, predict_threshold=min(ident.thresholds.link, 0.5),
+                                            keep_from=min(ident.thresholds.review, ident.thresholds.link))
+        finally:
+            table.close()
         yield Progress("clustering", 0, staged, model_version=version)
         limits = Limits(ident.thresholds.link, ident.thresholds.review, ident.max_persons_per_identifier,
                         ident.max_accounts_per_identifier, ident.kind_limits)
-        decided = plan(accounts, pairs, clusters, limits=limits, cannot_link=self.store.all_cannot_link(),
+        pairs = _pairs_by_id(scored, accounts) if scored is not None else ()
+        # Splink's clusters at the link threshold are the connected components of the pairs at or
+        # above it (`match_probability >= threshold`, the same comparison): every pair the plan
+        # may join on lies inside one cluster, so the clustering itself is not run.
+        decided = plan(accounts, pairs, None, limits=limits, cannot_link=self.store.all_cannot_link(),
                        contested=self.store.contested_identifiers())
-        del pairs, clusters, accounts
+        del pairs, scored, accounts
         yield from self._write(decided, version, staged)
         log.info("bulk_linked", count=len(decided.assignments), model_version=version,
                  duration_ms=round((time.perf_counter() - started) * 1000))
 
     def _bulk_account(self, row: dict[str, Any], rec: dict[str, Any]) -> BulkAccount:
-        ident = self.identity
-        identifiers: dict[str, set[str]] = {}
-        linking = set()
-        for item in rec.get("identifiers", []):
-            token = ident.identifier_token(item["kind"], item["value"])
-            identifiers.setdefault(item["kind"], set()).add(token)
-            if Identifier(item["kind"], item["value"]).links:
-                linking.add(token)
+        token = self.identity.identifier_token
+        identifiers: dict[str, list[str]] = {}
+        linking = []
+        for item in rec.get("identifiers", ()):
+            kind, value = item["kind"], item["value"]
+            t = token(kind, value)
+            held = identifiers.setdefault(kind, [])
+            if t not in held:
+                held.append(t)
+            if Identifier(kind, value).links:
+                linking.append(t)
         return BulkAccount(account_id=row["account_id"], person_id=row["person_id"],
                            person_created_at=int(row["person_created_at"] or 0),
-                           traits=guards.Traits.of(rec["match"]), identifiers=identifiers, linking=linking)
+                           traits=guards.Traits.of(rec["match"]),
+                           identifiers={k: tuple(v) for k, v in identifiers.items()},
+                           linking=tuple(dict.fromkeys(linking)))
 
     def _current_model(self) -> TrainedModel | None:
         try:
@@ -208,9 +223,11 @@ class BulkImport:
         except NotFound:
             return None
 
-    def _train(self, matches: list[dict[str, Any]], seed: int) -> TrainedModel:
-        sample = matches if len(matches) <= TRAINING_SAMPLE else random.Random(seed or 42).sample(matches,
-                                                                                                  TRAINING_SAMPLE)
+    def _train(self, table: RecordTable, accounts: list[BulkAccount], seed: int) -> TrainedModel:
+        n = table.count
+        # The same positions `random.sample` picks from any sequence of n records.
+        positions = range(n) if n <= TRAINING_SAMPLE else random.Random(seed or 42).sample(range(n), TRAINING_SAMPLE)
+        sample = table.records(positions, [a.account_id for a in accounts])
         return self.identity.install_model(sample, seed)
 
     def _write(self, decided: Plan, model_version: str, staged: int) -> Iterator[Progress]:
@@ -226,10 +243,11 @@ class BulkImport:
         for start in range(0, len(decided.new_persons), WRITE_BATCH):
             self.store.create_persons(decided.new_persons[start:start + WRITE_BATCH], now)
         linked = 0
-        rows = [{"account_id": a.account_id, "person_id": a.person_id, "method": a.method,
-                 "probability": float(a.probability)} for a in decided.assignments]
-        for start in range(0, len(rows), WRITE_BATCH):
-            linked += self.store.assign_staged(rows[start:start + WRITE_BATCH], model_version, now)
-            yield Progress("writing", min(start + WRITE_BATCH, len(rows)), len(rows), model_version=model_version)
+        total = len(decided.assignments)
+        for start in range(0, total, WRITE_BATCH):
+            rows = [{"account_id": a.account_id, "person_id": a.person_id, "method": a.method,
+                     "probability": float(a.probability)} for a in decided.assignments[start:start + WRITE_BATCH]]
+            linked += self.store.assign_staged(rows, model_version, now)
+            yield Progress("writing", min(start + WRITE_BATCH, total), total, model_version=model_version)
         yield Progress("done", staged, staged, linked_accounts=linked, created_persons=len(decided.new_persons),
                        merged_persons=merged, model_version=model_version)

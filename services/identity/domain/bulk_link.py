@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.identity.domain import guards
@@ -20,16 +20,17 @@ from services.identity.domain.link_methods import METHOD_DETERMINISTIC, METHOD_N
 STAGED_CREATED_AT = 2**62  # a staged account is younger than every existing person
 
 
-@dataclass
+@dataclass(slots=True)
 class BulkAccount:
-    """One account as bulk linking sees it; `person_id` is None while it is staged."""
+    """One account as bulk linking sees it; `person_id` is None while it is staged. Slots and
+    token tuples: a bulk link holds a million of these."""
 
     account_id: str
     person_id: str | None
     person_created_at: int
     traits: guards.Traits
-    identifiers: dict[str, set[str]]  # kind → blind-index tokens
-    linking: set[str]  # the tokens that may link deterministically (role addresses do not)
+    identifiers: Mapping[str, Collection[str]]  # kind → distinct blind-index tokens
+    linking: Collection[str]  # the tokens that may link deterministically (role addresses do not)
 
     @property
     def node(self) -> str:
@@ -68,19 +69,25 @@ def new_person_id(account_ids: Iterable[str]) -> str:
     return hashlib.sha256(f"bulk-person:{min(account_ids)}".encode()).hexdigest()[:32]
 
 
-def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], clusters: Mapping[str, str], *,
-         limits: Limits, cannot_link: Iterable[tuple[str, str]] = (), contested: set[str] | frozenset[str] = frozenset()
-         ) -> Plan:
+def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], clusters: Mapping[str, str] | None,
+         *, limits: Limits, cannot_link: Iterable[tuple[str, str]] = (),
+         contested: set[str] | frozenset[str] = frozenset()) -> Plan:
     """Decides persons for the staged accounts among `accounts` (which also holds every linked
     account, so that staged ones can join existing persons). `pairs` are Splink's scored account
-    pairs, `clusters` its clusters at the link threshold, `cannot_link` account pairs."""
+    pairs, `clusters` its clusters at the link threshold (None: the pairs at or above the link
+    threshold are taken as inside one cluster, which is what Splink's clustering at that
+    threshold makes them), `cannot_link` account pairs."""
     by_id = {a.account_id: a for a in accounts}
     nodes: dict[str, guards.Candidate] = {}
     for acc in accounts:
+        if acc.person_id is None:  # a staged account is a node of its own: its identifiers need no copy
+            node = nodes[acc.node] = guards.Candidate(person_id=acc.node, created_at=STAGED_CREATED_AT, method="",
+                                                      identifiers=acc.identifiers)  # type: ignore[arg-type]
+            node.traits.append(acc.traits)
+            continue
         node = nodes.get(acc.node)
         if node is None:
-            created = acc.person_created_at if acc.person_id else STAGED_CREATED_AT
-            node = nodes[acc.node] = guards.Candidate(person_id=acc.node, created_at=created, method="")
+            node = nodes[acc.node] = guards.Candidate(person_id=acc.node, created_at=acc.person_created_at, method="")
         node.traits.append(acc.traits)
         for kind, tokens in acc.identifiers.items():
             node.identifiers.setdefault(kind, set()).update(tokens)
@@ -90,7 +97,7 @@ def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], c
         a, b = by_id.get(left), by_id.get(right)
         if a is None or b is None or a.node == b.node or (a.person_id and b.person_id):
             continue  # only pairs with a staged side: linked persons were decided before
-        if p >= limits.link_threshold and clusters.get(left) == clusters.get(right):
+        if p >= limits.link_threshold and (clusters is None or clusters.get(left) == clusters.get(right)):
             edges.append((p, METHOD_PROBABILISTIC, a.node, b.node, ""))
         elif p >= limits.review_threshold:
             out.review.append((min(left, right), max(left, right), p))

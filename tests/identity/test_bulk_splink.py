@@ -1,0 +1,90 @@
+"""The bulk link's DuckDB record table: the same records, pairs and scores as Splink over a pandas
+frame, the widely shared identifiers dropped, and the training sample in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.synth import generate
+from services.identity.bulk_splink import RecordTable
+from services.identity.domain.bulk_link import BulkAccount, Limits, plan
+from services.identity.domain.guards import DEFAULT_KIND_LIMITS, Traits
+from services.identity.domain.model import TrainedModel, predict_and_cluster, train
+from services.identity.domain.model_settings import prepare
+from services.identity.domain.normalize import normalize_account, to_match_record
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    out = []
+    for accounts, _person, _trap in generate(1200, seed=17):
+        for acc in accounts:
+            record = to_match_record(normalize_account(acc))
+            record["unique_id"] = f"{acc['source']}:{acc['id']}"
+            out.append(record)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(records) -> TrainedModel:
+    return train(records, seed=5)
+
+
+def _table(records: list[dict]) -> RecordTable:
+    table = RecordTable(memory_limit="512MB")
+    for start in range(0, len(records), 500):
+        table.append((i, records[i]) for i in range(start, min(start + 500, len(records))))
+    return table
+
+
+def test_scored_pairs_equal_splinks_predict_over_a_frame(model, records):
+    ids = [r["unique_id"] for r in records]
+    table = _table(records)
+    try:
+        assert table.count == len(records)
+        left, right, probability = table.scored_pairs(model, predict_threshold=0.5, keep_from=0.6)
+    finally:
+        table.close()
+    found = {tuple(sorted((ids[x], ids[y]))): p for x, y, p in zip(left, right, probability, strict=True)}
+    scored, clusters = predict_and_cluster(model, records, threshold=0.95)
+    expected = {tuple(sorted((a, b))): p for a, b, p in zip(scored["unique_id_l"], scored["unique_id_r"],
+                                                            scored["match_probability"], strict=True) if p >= 0.6}
+    assert len(expected) > 500
+    assert found.keys() == expected.keys()
+    assert all(found[k] == pytest.approx(expected[k], abs=1e-12) for k in expected)
+    # Splink's clusters at the link threshold hold every pair at or above it: the plan may skip them.
+    assert all(clusters[a] == clusters[b] for (a, b), p in expected.items() if p >= 0.95)
+
+
+def test_widely_shared_identifiers_are_dropped_and_first_columns_follow():
+    base = {"given_name": "anna", "family_name": "schmidt", "emails": [], "phones": []}
+    records = [{**base, "emails": ["shop@x.de", f"a{i}@x.de"], "phones": ["+4930111"] if i < 2 else []}
+               for i in range(4)]
+    table = RecordTable(memory_limit="256MB")
+    try:
+        table.append(enumerate(records))
+        assert table.drop_widely_shared(3) == 1  # shop@x.de on 4 records; the phone on 2 only
+        rows = table.records([3, 0, 2], ["r0", "r1", "r2", "r3"])
+    finally:
+        table.close()
+    assert [r["unique_id"] for r in rows] == ["r3", "r0", "r2"]  # in the order asked for
+    assert rows[0]["emails"] == ["a3@x.de"]
+    assert rows[0]["first_email"] == "a3@x.de"
+    assert rows[1]["phones"] == ["+4930111"]
+    assert rows[1]["first_phone"] == "+4930111"
+    expected = prepare({**records[3], "emails": ["a3@x.de"], "unique_id": "r3"})
+    assert rows[0] == expected
+
+
+def test_plan_without_clusters_equals_plan_with_splinks_clusters():
+    def account(i: int, given: str) -> BulkAccount:
+        return BulkAccount(f"acc{i}", None, 0, Traits(given, "schmidt", "1980-01-01"), {"email": (f"t{i}",)}, ())
+
+    accounts = [account(0, "anna"), account(1, "anna"), account(2, "anne"), account(3, "bernd")]
+    pairs = [("acc0", "acc1", 0.99), ("acc1", "acc2", 0.97), ("acc2", "acc3", 0.7)]
+    limits = Limits(0.95, 0.6, 3, 10, DEFAULT_KIND_LIMITS)
+    with_clusters = plan(accounts, pairs, {"acc0": "c", "acc1": "c", "acc2": "c", "acc3": "d"}, limits=limits)
+    without = plan(accounts, pairs, None, limits=limits)
+    assert with_clusters == without
+    assert len({a.person_id for a in without.assignments if a.account_id != "acc3"}) == 1
+    assert without.review == [("acc2", "acc3", 0.7)]
