@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import structlog
 
 from services.common.crypto import b64
-from services.common.errors import FieldViolation, InvalidArgument, NotFound
+from services.common.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from services.identity.bulk_splink import RecordTable
 from services.identity.domain import guards
 from services.identity.domain.bulk_link import BulkAccount, Limits, Plan, plan
@@ -65,6 +66,8 @@ class Progress:
 
 
 PAIR_CHUNK = 100_000
+LINK_LEASE = "bulk-link"
+LEASE_MS = 10 * 60 * 1000  # longer than any single step of a million-account link (≈ 75 s here)
 
 
 def _pairs_by_id(scored: tuple[np.ndarray, np.ndarray, np.ndarray], accounts: list[BulkAccount]
@@ -146,7 +149,22 @@ class BulkImport:
 
     # ---- step 2 -----------------------------------------------------------------------------
     def link_staged(self, seed: int = 0) -> Iterator[Progress]:
-        """Links every staged account; yields progress, the last item with phase "done"."""
+        """Links every staged account; yields progress, the last item with phase "done". One
+        bulk link runs at a time (a lease in the graph, renewed with each progress step): two
+        would each plan on a snapshot without the other's persons."""
+        owner = uuid.uuid4().hex
+        if not self.store.take_lease(LINK_LEASE, owner, now_ms(), LEASE_MS):
+            raise Aborted("another bulk link is running; retry when it has finished", reason="BULK_LINK_RUNNING")
+        try:
+            for step in self._link_staged(seed):
+                if not self.store.take_lease(LINK_LEASE, owner, now_ms(), LEASE_MS):
+                    raise Aborted("this bulk link's lease expired and another link took over",
+                                  reason="BULK_LINK_LEASE_LOST")
+                yield step
+        finally:
+            self.store.release_lease(LINK_LEASE, owner)
+
+    def _link_staged(self, seed: int) -> Iterator[Progress]:
         ident = self.identity
         started = time.perf_counter()
         # Python keeps what the plan needs (ids, tokens, traits); the records Splink compares go

@@ -20,7 +20,7 @@ from services.common.graph.statements import cypher
 SCHEMA = Schema(
     unique=[("Person", "id"), ("Account", "id"), ("Identifier", "token"), ("BlockKey", "token"),
             ("PersonChange", "seq"), ("Decision", "id"), ("ReviewPair", "id"), ("Suppression", "token"),
-            ("Counter", "name"), ("IdempotencyRecord", "key"), ("Model", "version")],
+            ("Counter", "name"), ("IdempotencyRecord", "key"), ("Model", "version"), ("Lease", "name")],
     indexes=[("Person", "merged_into"), ("Account", "source"), ("Account", "bucket"), ("Decision", "a"),
              ("Decision", "b")],
 )
@@ -231,6 +231,31 @@ LINK_PERSONS = cypher(
            [(a)-[:HAS]->(i:Identifier) | {kind: i.kind, token: i.token}] AS identifiers,
            [(a)-[:CANNOT_LINK]-(:Account)-[:BELONGS_TO]->(q:Person) | q.id] AS cannot_link
     """,
+)
+
+# One bulk link at a time: a lease held by one owner, renewed as the link makes progress, taken
+# over only once it has expired (its holder died). One atomic statement each way.
+TAKE_LEASE = cypher(
+    "identity.take_lease",
+    """
+    MERGE (l:Lease {name: $name})
+    WITH l
+    WHERE l.owner IS NULL OR l.owner = $owner OR l.expires_at < $now
+    SET l.owner = $owner, l.expires_at = $now + $ttl
+    RETURN l.owner AS owner
+    """,
+    write=True,
+)
+
+RELEASE_LEASE = cypher(
+    "identity.release_lease",
+    """
+    MATCH (l:Lease {name: $name})
+    WHERE l.owner = $owner
+    SET l.owner = null, l.expires_at = null
+    RETURN l.name AS name
+    """,
+    write=True,
 )
 
 ACCOUNT_PERSON = cypher(
@@ -712,6 +737,13 @@ class IdentityStore:
         """One row per (person, account): `person_created_at`, `attrs`, `identifiers` as
         [{kind, token}] and `cannot_link`, the persons the account's cannot-link decisions point at."""
         return self.graph.run(LINK_PERSONS, {"person_ids": person_ids}) if person_ids else []
+
+    def take_lease(self, name: str, owner: str, now: int, ttl_ms: int) -> bool:
+        """Takes or renews lease `name` for `owner`; false while another owner holds it unexpired."""
+        return bool(self.graph.run(TAKE_LEASE, {"name": name, "owner": owner, "now": now, "ttl": ttl_ms}))
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.graph.run(RELEASE_LEASE, {"name": name, "owner": owner})
 
     def account_person(self, account_id: str) -> dict[str, Any] | None:
         rows = self.graph.run(ACCOUNT_PERSON, {"account_id": account_id})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 
 import grpc
 import pytest
@@ -13,9 +14,11 @@ from tessera.identity.v1 import identity_pb2_grpc
 from tessera.type.v1 import subject_pb2
 
 from bench.synth import generate
+from services.identity.bulk import LINK_LEASE
 from services.identity.cli import _raw_to_input
 from services.identity.domain import guards
 from services.identity.domain.normalize import normalize_account, to_match_record
+from services.identity.store import IdentityStore
 from tests.helpers import error_details
 from tests.identity.test_import import kill_once_progress_is_saved, run_cli
 
@@ -143,3 +146,22 @@ def test_staging_rejects_oversized_and_malformed_batches(stack_factory):
     assert fields
     assert all(f.startswith("accounts[1].") for f in fields)
     assert list(stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest()))[-1].linked_accounts == 0  # nothing stored
+
+
+def test_one_bulk_link_at_a_time(stack_factory):
+    stack = stack_factory("identity")
+    stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+    store = IdentityStore(stack.runtimes["identity"].graph)
+    now = int(time.time() * 1000)
+    assert store.take_lease(LINK_LEASE, "another-link", now, 60_000)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest()))
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert error_details(err.value)[0] == "BULK_LINK_RUNNING"
+
+    # A holder that died: its lease expires and the next link takes over, then releases it.
+    assert store.take_lease(LINK_LEASE, "another-link", now - 120_000, 60_000)
+    assert list(stub.LinkStagedAccounts(pb.LinkStagedAccountsRequest()))[-1].phase == \
+        pb.LinkStagedAccountsResponse.PHASE_DONE
+    assert store.take_lease(LINK_LEASE, "a-third-link", int(time.time() * 1000), 60_000)
+    store.release_lease(LINK_LEASE, "a-third-link")
