@@ -686,10 +686,10 @@ def review_rows_to_refs(service: IdentityService, rows: list[dict[str, Any]]) ->
     """Replaces account ids in review rows by (source, external id), decrypted per account."""
     ids = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
     refs: dict[str, tuple[str, str]] = {}
-    rows = service.store.accounts_with_keys(ids) if ids else []
-    records = service.decrypt_rows(rows)
-    for row in rows:
-        rec = records.get(row["account_id"], {})
-        refs[row["account_id"]] = (rec.get("source", ""), rec.get("external_id", ""))
+    accounts = service.store.accounts_with_keys(ids) if ids else []
+    records = service.decrypt_rows(accounts)
+    for account in accounts:
+        rec = records.get(account["account_id"], {})
+        refs[account["account_id"]] = (rec.get("source", ""), rec.get("external_id", ""))
     return [{**r, "a": refs.get(r["a"], ("", "")), "b": refs.get(r["b"], ("", ""))} for r in rows
             if r["a"] in refs and r["b"] in refs]

@@ -11,6 +11,8 @@ from tessera.type.v1 import subject_pb2
 
 from bench.synth import generate
 from services.identity.cli import _raw_to_input
+from services.identity.service import pair_id
+from services.identity.store import IdentityStore
 from tests.helpers import error_details
 
 EMAIL, PHONE = subject_pb2.IDENTIFIER_KIND_EMAIL, subject_pb2.IDENTIFIER_KIND_PHONE
@@ -311,3 +313,18 @@ def test_realtime_link_scores_candidates_with_the_model(stub):
          "birth_date": "1901-01-01"})))
     assert stranger.created_person
     assert stranger.account.link_method == pb.LINK_METHOD_NEW_PERSON
+
+
+def test_review_queue_lists_pairs_by_their_account_refs(stack, stub):
+    link(stub, "webshop", 'W "1" \\ ä', given_name="Anna", family_name="Berg", birth_date="1990-01-01")
+    link(stub, "loyalty", "L-1", given_name="Anna", family_name="Berk")
+    runtime = stack.runtimes["identity"]
+    store = IdentityStore(runtime.graph)
+    a = runtime.blind_index.account_token("webshop", 'W "1" \\ ä')
+    b = runtime.blind_index.account_token("loyalty", "L-1")
+    store.put_review([{"id": pair_id(a, b), "a": a, "b": b, "probability": 0.8}], now=1_800_000_000_000)
+    items = stub.ListReviewItems(pb.ListReviewItemsRequest(page_size=10)).items
+    shown = [{(i.account_a.source, i.account_a.external_id), (i.account_b.source, i.account_b.external_id)}
+             for i in items]
+    assert shown == [{("webshop", 'W "1" \\ ä'), ("loyalty", "L-1")}]
+    assert items[0].match_probability == pytest.approx(0.8)
