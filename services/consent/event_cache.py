@@ -26,7 +26,7 @@ READ_CHUNK = 1000
 @dataclass
 class LedgerEventCache:
     store: ConsentStore
-    max_entries: int = 500_000
+    max_entries: int = 200_000  # (subject or person, purpose) entries: a few hundred MB at most
     max_tail: int = 10_000  # more new events than this since the last look: start afresh
     _seq: int | None = None
     _generation: int = 0
