@@ -30,6 +30,21 @@ BUCKETS = 256  # accounts are read in full, bucket by bucket (first byte of the 
 def bucket_of(account_id: str) -> int:
     return int(account_id[:2], 16) % BUCKETS
 
+def _account_edges(verb: str) -> str:
+    """The end of both account writes: identifiers and blocking keys with the account's edges to
+    them (`verb` MERGE where edges may exist, CREATE for a new account), and the row returned."""
+    return f"""
+    FOREACH (ident IN $identifiers |
+      MERGE (i:Identifier {{token: ident.token}})
+      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
+      {verb} (a)-[:HAS]->(i))
+    FOREACH (token IN $block_tokens |
+      MERGE (k:BlockKey {{token: token}})
+      {verb} (a)-[:BLOCK]->(k))
+    RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
+    """
+
+
 UPSERT_ACCOUNT = cypher(
     "identity.upsert_account",
     """
@@ -55,15 +70,7 @@ UPSERT_ACCOUNT = cypher(
     WHERE NOT staleKey.token IN $block_tokens
     DELETE bk
     WITH DISTINCT a, p
-    FOREACH (ident IN $identifiers |
-      MERGE (i:Identifier {token: ident.token})
-      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
-      MERGE (a)-[:HAS]->(i))
-    FOREACH (token IN $block_tokens |
-      MERGE (k:BlockKey {token: token})
-      MERGE (a)-[:BLOCK]->(k))
-    RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
-    """,
+    """ + _account_edges("MERGE"),
     write=True,
 )
 
@@ -85,15 +92,7 @@ CREATE_ACCOUNT = cypher(
     SET a.fresh = null, p.updated_at = $now
     CREATE (a)-[:BELONGS_TO {method: $method, probability: $probability, model_version: $model_version,
                              at: $now}]->(p)
-    FOREACH (ident IN $identifiers |
-      MERGE (i:Identifier {token: ident.token})
-      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
-      CREATE (a)-[:HAS]->(i))
-    FOREACH (token IN $block_tokens |
-      MERGE (k:BlockKey {token: token})
-      CREATE (a)-[:BLOCK]->(k))
-    RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
-    """,
+    """ + _account_edges("CREATE"),
     write=True,
 )
 

@@ -10,11 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from services.common.graph.statements import Statement
 from services.consent.domain import ledger
-from services.consent.store import SCHEMA, ConsentStore
+from services.consent.store import ConsentStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTICE = hashlib.sha256(b"notice").hexdigest()
@@ -57,14 +55,6 @@ def _agree(store: ConsentStore, at: int) -> None:
         from_history = store.latest_events(REFS, purpose, at)
         assert sorted(from_state, key=lambda e: e["seq"]) == sorted(from_history, key=lambda e: e["seq"])
         assert from_history
-
-
-@pytest.fixture
-def store(graph) -> ConsentStore:
-    graph.ensure_schema(SCHEMA)
-    store = ConsentStore(graph)
-    store.ledger_head(ledger.GENESIS)
-    return store
 
 
 def test_the_state_equals_the_reduced_history_for_single_and_batched_appends(store):

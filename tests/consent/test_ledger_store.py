@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-
 from services.consent.domain import ledger
-from services.consent.store import SCHEMA, ConsentStore
 
 NOTICE = hashlib.sha256(b"notice").hexdigest()
 HOSTILE = ['quote " and \\\\ backslash', "Ümlaut ß – 😀 \u2028", "tab\tnew\nline\u0001", "", "%s %d {}", "[1, 2]", "7"]
@@ -29,14 +26,6 @@ def _sealed(n: int, **changes) -> list[dict]:
         head = event.hash
         events.append({k: v for k, v in event.to_record().items() if v is not None})
     return events
-
-
-@pytest.fixture
-def store(graph) -> ConsentStore:
-    graph.ensure_schema(SCHEMA)
-    store = ConsentStore(graph)
-    store.ledger_head(ledger.GENESIS)
-    return store
 
 
 def test_packed_entries_equal_the_record_entries(store):
