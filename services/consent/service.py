@@ -358,7 +358,7 @@ class ConsentService:
         scope = self.identity.scope(subject)
         refs = list(scope.refs)
         events = {e["seq"]: e for e in self.store.events_for_subjects(refs)}
-        for e in self.store.events_for_persons(list(scope.person_ids), ""):
+        for e in self.store.events_for_persons(list(scope.person_ids)):
             events.setdefault(e["seq"], e)
         ordered = [events[k] for k in sorted(events) if k > after_seq]
         return ordered[:limit]

@@ -29,9 +29,10 @@ SCHEMA = Schema(
              ("PrivacyRequest", "state"), ("PrivacyRequest", "request_id")],
 )
 
-# The decision fields of an event or a state, in the maps checks read.
-_DECISION_MAP = ("{.seq, .event_id, .kind, .subject_ref, .purpose_id, .purpose_version, .channel, .effective_at, "
-                 ".recorded_at, .expires_at, .person_id}")
+# The decision fields of an event: what a materialised state holds, and the maps checks read.
+STATE_FIELDS = ("seq", "event_id", "kind", "subject_ref", "purpose_id", "purpose_version", "channel",
+                "effective_at", "recorded_at", "expires_at", "person_id")
+_DECISION_MAP = "{" + ", ".join(f".{name}" for name in STATE_FIELDS) + "}"
 
 
 CREATE_PURPOSE = cypher(
@@ -102,6 +103,8 @@ INIT_LEDGER = cypher(
 # instead of the history; `rebuild_states` derives them from the ledger again.
 _NEWER_STATE = ("s.seq IS NULL OR state.effective_at > s.effective_at "
                 "OR (state.effective_at = s.effective_at AND state.seq > s.seq)")
+_UPSERT_STATE = (f"MERGE (s:ConsentState {{key: state.key}})\n"
+                 f"    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)")
 
 APPEND_EVENT = cypher(
     "consent.append_event",
@@ -114,8 +117,7 @@ APPEND_EVENT = cypher(
     CREATE (e:ConsentEvent)
     SET e += $event
     WITH e, $state AS state
-    MERGE (s:ConsentState {{key: state.key}})
-    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)
+    {_UPSERT_STATE}
     RETURN e.seq AS seq
     """,
     write=True,
@@ -135,8 +137,7 @@ APPEND_BATCH = cypher(
     WITH count(e) AS written
     WHERE written > 0
     UNWIND $states AS state
-    MERGE (s:ConsentState {{key: state.key}})
-    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)
+    {_UPSERT_STATE}
     RETURN written, count(s) AS states
     """,
     write=True,
@@ -146,8 +147,7 @@ UPSERT_STATES = cypher(
     "consent.upsert_states",
     f"""
     UNWIND $states AS state
-    MERGE (s:ConsentState {{key: state.key}})
-    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)
+    {_UPSERT_STATE}
     RETURN count(s) AS states
     """,
     write=True,
@@ -326,8 +326,6 @@ UPDATE_PRIVACY_REQUEST = cypher(
 )
 
 
-STATE_FIELDS = ("seq", "event_id", "kind", "subject_ref", "purpose_id", "purpose_version", "channel",
-                "effective_at", "recorded_at", "expires_at", "person_id")
 _KEY_SEPARATOR = "\u001f"
 
 
@@ -465,11 +463,12 @@ class ConsentStore:
                                                           "at": at_ms})
         return [r["event"] for r in rows]
 
-    def events_for_persons(self, person_ids: list[str], purpose_id: str = "") -> list[dict[str, Any]]:
+    def events_for_persons(self, person_ids: list[str]) -> list[dict[str, Any]]:
+        """The full history recorded on these person ids, in ledger order."""
         if not person_ids:
             return []
         rows = self.graph.run(EVENTS_FOR_PERSONS, {"person_ids": person_ids})
-        return [r["event"] for r in rows if not purpose_id or r["event"].get("purpose_id") == purpose_id]
+        return [r["event"] for r in rows]
 
     def events_page(self, after: int, until: int) -> list[dict[str, Any]]:
         """Events with after < seq <= until, in order: callers page by sequence windows, so no

@@ -12,7 +12,7 @@ from services.common.graph.statements import Statement
 from services.consent.domain import ledger, policy
 from services.consent.domain.purposes import Channel, LawfulBasis, Purpose
 from services.consent.event_cache import LedgerEventCache
-from services.consent.store import SCHEMA, ConsentStore
+from services.consent.store import ConsentStore
 
 NOTICE = hashlib.sha256(b"notice").hexdigest()
 NOW = 1_800_000_000_000
@@ -50,11 +50,9 @@ def decide(events: list[dict], ref: str, at: int) -> policy.Decision:
 
 
 @pytest.fixture
-def store(graph) -> CountingStore:
-    graph.ensure_schema(SCHEMA)
-    store = CountingStore(graph)
-    store.ledger_head(ledger.GENESIS)
-    return store
+def store(store) -> CountingStore:
+    """The consent tests' store (tests/consent/conftest.py), counting its subject reads."""
+    return CountingStore(store.graph)
 
 
 def test_what_another_writer_appends_is_seen_and_the_rest_comes_from_memory(store):
