@@ -8,6 +8,9 @@ while a subject whose history did not change is answered from memory.
 
 An entry read while the ledger moved on is not kept: its read may predate an event whose
 invalidation already ran.
+
+Concurrent checks share head reads (`FreshRead`): each waits for a read that began after it
+arrived, so sharing never returns a head older than the check.
 """
 
 from __future__ import annotations
@@ -23,6 +26,44 @@ Events = list[dict[str, Any]]
 READ_CHUNK = 1000
 
 
+class FreshRead:
+    """Single-flight reads that stay linearisable: a caller gets the value of a read that started
+    after the call did, never one already under way. Callers that arrive during a read wait for
+    the next one and share it, so under load one store round trip serves many checks."""
+
+    def __init__(self, read: Callable[[], int]):
+        self._read = read
+        self._cond = threading.Condition()
+        self._started = 0  # reads begun
+        self._finished = 0  # number of the newest read that completed
+        self._running = False
+        self._value = 0
+
+    def __call__(self) -> int:
+        with self._cond:
+            needed = self._started + 1  # the first read that begins after this call
+            while self._finished < needed:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                mine = self._started
+                self._cond.release()
+                try:
+                    value = self._read()
+                except BaseException:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()  # a waiter starts a read of its own
+                    raise
+                self._cond.acquire()
+                self._running = False
+                self._finished, self._value = mine, value
+                self._cond.notify_all()
+            return self._value
+
+
 @dataclass
 class LedgerEventCache:
     store: ConsentStore
@@ -34,11 +75,15 @@ class LedgerEventCache:
     _refs: dict[str, dict[str, Events]] = field(default_factory=dict)  # ref -> purpose -> latest events
     _persons: dict[str, dict[str, Events]] = field(default_factory=dict)  # person id -> purpose -> events
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _head: FreshRead = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._head = FreshRead(self.store.ledger_seq)
 
     def sync(self) -> int:
         """Drops what events appended since the last look made stale; returns the generation that
         reads made after this call may be stored under."""
-        head = self.store.ledger_seq()
+        head = self._head()
         seen = self._seq
         if head == seen:
             return self._generation
