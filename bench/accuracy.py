@@ -20,7 +20,7 @@ from services.common.falkordb_server import EmbeddedFalkorDB, free_port
 from services.common.runtime import build_runtime
 from services.identity.app import build_identity
 from services.identity.domain.model import predict_and_cluster, train
-from services.identity.domain.normalize import normalize_account, to_match_record
+from services.identity.domain.normalize import normalize_account, to_model_record
 
 
 def population(persons: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
@@ -79,7 +79,7 @@ def evidence_ceiling(accounts: list[dict[str, Any]], truth: dict[str, str]) -> d
 
 
 def plain_splink(accounts: list[dict[str, Any]], threshold: float, seed: int) -> dict[str, str]:
-    records = [to_match_record(normalize_account(a)) for a in accounts]
+    records = [to_model_record(normalize_account(a)) for a in accounts]
     model = train(records, seed=seed)
     _pairs, clusters = predict_and_cluster(model, records, threshold=threshold)
     return clusters

@@ -24,7 +24,8 @@ import pyarrow as pa
 from services.identity.domain.model import TrainedModel
 from services.identity.domain.model_settings import COLUMNS, prepare
 
-LIST_COLUMNS = ("emails", "phones")  # the identifier kinds the model compares (service.KIND_COLUMNS)
+# The identifier lists the model compares (service.KIND_COLUMNS; handles: social handles and logins).
+LIST_COLUMNS = ("emails", "phones", "handles")
 SCHEMA = pa.schema([("unique_id", pa.int64()), *(
     (c, pa.list_(pa.string()) if c in LIST_COLUMNS else pa.string()) for c in COLUMNS if c != "unique_id")])
 _SQL_TYPES = {pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.list_(pa.string()): "VARCHAR[]"}
@@ -38,6 +39,10 @@ _WIDE = {
                "UPDATE bulk_accounts SET phones = list_filter(phones, lambda v: NOT list_contains(?::VARCHAR[], v)), "
                "first_phone = list_filter(phones, lambda v: NOT list_contains(?::VARCHAR[], v))[1] "
                "WHERE len(list_intersect(phones, ?::VARCHAR[])) > 0"),
+    # No blocking column derives from handles: only the list changes.
+    "handles": ("SELECT v FROM (SELECT unnest(handles) AS v FROM bulk_accounts) GROUP BY v HAVING count(*) >= ?",
+                "UPDATE bulk_accounts SET handles = list_filter(handles, lambda v: NOT list_contains(?::VARCHAR[], v)) "
+                "WHERE len(list_intersect(handles, ?::VARCHAR[])) > 0"),
 }
 
 
@@ -72,7 +77,7 @@ class RecordTable:
         self.count += len(cols["unique_id"])
 
     def drop_widely_shared(self, limit: int) -> int:
-        """An e-mail or phone on `limit` or more records (a till's placeholder number) is no
+        """An e-mail, phone or handle on `limit` or more records (a till's placeholder number) is no
         evidence for the model: removed from the records, and the `first_…` blocking column
         recomputed from what is left (as `prepare` would). Returns the number of values dropped."""
         dropped = 0
@@ -80,7 +85,7 @@ class RecordTable:
             wide = [v for (v,) in self.con.execute(select, [limit]).fetchall()]
             if wide:
                 dropped += len(wide)
-                self.con.execute(update, [wide, wide, wide])
+                self.con.execute(update, [wide] * update.count("?"))
         return dropped
 
     def records(self, positions: Sequence[int], unique_ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -27,11 +27,13 @@ from services.identity.domain.blocking import block_keys
 from services.identity.domain.link_methods import METHOD_DETERMINISTIC, METHOD_MANUAL, METHOD_NEW, METHOD_PROBABILISTIC
 from services.identity.domain.model import RealtimeScorer, TrainedModel, TrainingFailed, predict_and_cluster, train
 from services.identity.domain.normalize import (
+    Identifier,
     InvalidAccount,
     NormalizedAccount,
+    model_handle,
     normalize_account,
     normalize_identifier,
-    to_match_record,
+    to_model_record,
 )
 from services.identity.store import IdentityStore, bucket_of
 
@@ -158,7 +160,7 @@ class IdentityService:
 
     def match_record(self, acc: NormalizedAccount, account_id: str) -> tuple[dict[str, Any], list[str]]:
         """The record the model compares, and the account's blocking-key tokens."""
-        match = to_match_record(acc)
+        match = to_model_record(acc)
         match["unique_id"] = account_id
         return match, [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
 
@@ -187,7 +189,7 @@ class IdentityService:
         for token, why in shared_too_widely.items():
             problems.append((f"identifiers.{tokens[token][0]}", why))
         # An identifier shared too widely to link is no evidence for the model either.
-        noise = {(KIND_COLUMNS[tokens[t][0]], tokens[t][1]) for t in shared_too_widely if tokens[t][0] in KIND_COLUMNS}
+        noise = {found for t in shared_too_widely if (found := model_value(*tokens[t][:2])) is not None}
         probabilistic, review = self._probabilistic_candidates(match, ctx.candidates, deterministic, current, noise)
 
         candidate_ids = sorted({*deterministic, *probabilistic} - ({current["person_id"]} if current else set()))
@@ -659,14 +661,26 @@ class IdentityService:
         return list(result["account_ids"])
 
 
-KIND_COLUMNS = {"email": "emails", "phone": "phones"}  # identifier kinds the model compares
+# Identifier kinds the model compares → their match-record column (social handles and logins
+# bare, pooled in one column: normalize.model_handle).
+KIND_COLUMNS = {"email": "emails", "phone": "phones", "social": "handles", "login": "handles"}
+
+
+def model_value(kind: str, value: str) -> tuple[str, str] | None:
+    """The (column, value) an identifier takes in the match record, None if the model ignores it."""
+    column = KIND_COLUMNS.get(kind)
+    if column == "handles":
+        handle = model_handle(Identifier(kind, value))
+        return None if handle is None else (column, handle)
+    return None if column is None else (column, value)
 
 
 def without(match: dict[str, Any], noise: set[tuple[str, str]]) -> dict[str, Any]:
     """The match record without the (column, value) identifiers in `noise`."""
     if not noise:
         return match
-    return {**match, **{c: [v for v in match.get(c) or [] if (c, v) not in noise] for c in KIND_COLUMNS.values()}}
+    return {**match, **{c: [v for v in match.get(c) or [] if (c, v) not in noise]
+                        for c in set(KIND_COLUMNS.values())}}
 
 
 def stored_record(acc: NormalizedAccount, tokens: dict[str, tuple[str, str, str | None]],

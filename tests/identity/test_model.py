@@ -17,7 +17,7 @@ from services.identity.domain.model import (
     train,
 )
 from services.identity.domain.model_settings import COMPARISONS, levenshtein, levenshtein_within
-from services.identity.domain.normalize import normalize_account, to_match_record
+from services.identity.domain.normalize import normalize_account, to_model_record
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def records() -> list[dict]:
     out = []
     for accounts, _person, _trap in generate(1500, seed=11):
         for acc in accounts:
-            out.append(to_match_record(normalize_account(acc)))
+            out.append(to_model_record(normalize_account(acc)))
     return out
 
 
@@ -53,6 +53,8 @@ def test_realtime_scores_equal_splinks_own(model, records):
         assert score.match_weight == pytest.approx(row.match_weight, abs=1e-9)
         assert score.match_probability == pytest.approx(row.match_probability, abs=1e-12)
         assert list(score.gammas) == [getattr(row, f"gamma_{spec.name}") for spec in COMPARISONS]
+    # Every level of the handle comparison occurs among the pairs, so the twins are compared on each.
+    assert {-1, 0, 1} <= set(predictions["gamma_handles"])
 
 
 def test_batch_probabilities_equal_score_and_splinks_own(model, records):
@@ -150,3 +152,19 @@ def test_bulk_predict_and_cluster(model, records):
     assert set(clusters) == {r["unique_id"] for r in records}
     assert (pairs["match_probability"] >= 0.5).all()
     assert len(set(clusters.values())) < len(records)
+
+
+def test_a_model_trained_before_the_handle_comparison_still_scores(model, records):
+    """A model persisted by an earlier release has no `handles` comparison: after an upgrade it
+    scores with the comparisons it has (as Splink's predict with that model does), until retrained."""
+    old_settings = {**model.settings,
+                    "comparisons": [c for c in model.settings["comparisons"] if c["output_column_name"] != "handles"]}
+    old = RealtimeScorer(TrainedModel(old_settings, model.tf_tables, model.trained_at_ms, model.training_records))
+    current = RealtimeScorer(model)
+    sharing = next((a, b) for a, b in itertools.combinations(records[:400], 2)
+                   if set(a["handles"]) & set(b["handles"]))
+    with_handles, without_handles = current.score(*sharing), old.score(*sharing)
+    handle_weight = next(c.match_weight for c in with_handles.contributions if c.comparison == "handles")
+    assert handle_weight > 5
+    assert "handles" not in {c.comparison for c in without_handles.contributions}
+    assert without_handles.match_weight == pytest.approx(with_handles.match_weight - handle_weight, abs=1e-9)

@@ -222,6 +222,8 @@ class RealtimeScorer:
         self._compiled: list[tuple[ComparisonSpec, list[_CompiledLevel]]] = []
         by_name = {c["output_column_name"]: c for c in model.settings["comparisons"]}
         for spec in COMPARISONS:
+            if spec.name not in by_name:
+                continue  # a model trained before this comparison existed scores without it, as Splink does
             levels = [lv for lv in by_name[spec.name]["comparison_levels"] if not lv.get("is_null_level")]
             compiled = []
             n = len(levels)

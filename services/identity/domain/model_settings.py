@@ -106,11 +106,11 @@ def _phonetic(col: str) -> Level:
                  lambda left, right: left.get(p) is not None and left.get(p) == right.get(p))
 
 
-def _array(col: str) -> ComparisonSpec:
+def _array(col: str, label: str = "share one") -> ComparisonSpec:
     null_sql = (f'"{col}_l" IS NULL OR "{col}_r" IS NULL OR len("{col}_l") = 0 OR len("{col}_r") = 0')
     return ComparisonSpec(
         col, null_sql, lambda left, right: not left.get(col) or not right.get(col),
-        (Level("share one", f'len(list_intersect("{col}_l", "{col}_r")) >= 1',
+        (Level(label, f'len(list_intersect("{col}_l", "{col}_r")) >= 1',
                lambda left, right: bool(set(left[col]) & set(right[col]))),))
 
 
@@ -185,6 +185,9 @@ COMPARISONS: tuple[ComparisonSpec, ...] = (
     )),
     _array("emails"),
     _array("phones"),
+    # Social handles and login names, bare (without provider or source) and pooled: a person's
+    # social handle is often their webshop login. Which handles count: normalize.model_handle.
+    _array("handles", "share a handle"),
 )
 
 # Term-frequency adjustments treat no value as rarer than this: a value seen once or twice in the
@@ -212,8 +215,8 @@ EM_BLOCKING = (("birth_date",), ("given_name", "family_name"))
 # training re-estimates it with the trained model.
 PRIOR_RULES = (("given_name", "family_name", "birth_date"), ("family_name", "birth_date", "postcode"))
 COLUMNS = ("unique_id", "given_name", "family_name", "given_name_phonetic", "family_name_phonetic", "birth_date",
-           "street", "house_number", "postcode", "city", "emails", "phones", "birth_year", "given_initial",
-           "first_email", "first_phone", "name_pair")
+           "street", "house_number", "postcode", "city", "emails", "phones", "handles", "birth_year",
+           "given_initial", "first_email", "first_phone", "name_pair")
 
 
 def splink_settings() -> dict[str, Any]:
@@ -261,6 +264,7 @@ def prepare(record: Record) -> Record:
     out = {c: record.get(c) for c in COLUMNS}
     out["emails"] = list(record.get("emails") or [])
     out["phones"] = list(record.get("phones") or [])
+    out["handles"] = list(record.get("handles") or [])  # absent from records stored before handles
     bd = record.get("birth_date")
     out["birth_year"] = bd[:4] if bd else None
     gn = record.get("given_name")

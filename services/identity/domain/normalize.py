@@ -505,6 +505,31 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE", tod
         problems=tuple(problems))
 
 
+# A handle this short, or a role name ("info", "shop"), is chosen by many people: no evidence.
+MIN_MODEL_HANDLE_LENGTH = 4
+
+
+def model_handle(ident: Identifier) -> str | None:
+    """The bare handle of a social identifier ("provider:handle") or a login ("source:login") as
+    the model compares them across kinds and sources (both already case-folded), or None: for other
+    kinds, and for handles that tell people apart too poorly — shorter than
+    MIN_MODEL_HANDLE_LENGTH, role names (as role e-mail addresses), digits only (a source system's
+    customer number is another system's other customer), or an e-mail address used as login (the
+    e-mail comparison's evidence)."""
+    if ident.kind not in ("social", "login"):
+        return None
+    handle = ident.value.split(":", 1)[1]
+    if (len(handle) < MIN_MODEL_HANDLE_LENGTH or handle in ROLE_LOCAL_PARTS or handle.isdigit()
+            or "@" in handle):
+        return None
+    return handle
+
+
+def model_handles(acc: NormalizedAccount) -> list[str]:
+    """The account's social handles and login names the model compares (`model_handle`), sorted."""
+    return sorted({h for h in map(model_handle, acc.identifiers) if h is not None})
+
+
 def to_match_record(acc: NormalizedAccount) -> dict[str, Any]:
     """The flat record the probabilistic model compares; absent values are None or []."""
     return {
@@ -522,3 +547,9 @@ def to_match_record(acc: NormalizedAccount) -> dict[str, Any]:
         "emails": sorted(i.value for i in acc.identifiers if i.kind == "email" and i.links),
         "phones": sorted(i.value for i in acc.identifiers if i.kind == "phone"),
     }
+
+
+def to_model_record(acc: NormalizedAccount) -> dict[str, Any]:
+    """The match record with the handles the model compares (`model_handles`): what training,
+    bulk and real-time linking all score."""
+    return {**to_match_record(acc), "handles": model_handles(acc)}
