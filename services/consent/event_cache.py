@@ -74,8 +74,11 @@ class LedgerEventCache:
     _size: int = 0
     _refs: dict[str, dict[str, Events]] = field(default_factory=dict)  # ref -> purpose -> latest events
     _persons: dict[str, dict[str, Events]] = field(default_factory=dict)  # person id -> purpose -> events
+    max_holders: int = 2_000_000  # more refs with events than this: look every ref up
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _head: FreshRead = field(init=False)
+    # Refs that hold any event, as of `_seq` or later; None: unknown, every ref is looked up.
+    _holders: set[str] | None = None
 
     def __post_init__(self) -> None:
         self._head = FreshRead(self.store.ledger_seq)
@@ -84,18 +87,26 @@ class LedgerEventCache:
         """Drops what events appended since the last look made stale; returns the generation that
         reads made after this call may be stored under."""
         head = self._head()
-        seen = self._seq
-        if head == seen:
-            return self._generation
-        if seen is None or head < seen or head - seen > self.max_tail:
+        while True:
+            seen = self._seq
+            if head == seen:
+                return self._generation
+            if not (seen is None or head < seen or head - seen > self.max_tail):
+                break
+            holders = self.store.subject_refs_with_events()  # read after the head: covers it
             with self._lock:
                 if self._seq == seen:  # nobody moved on meanwhile
                     self._clear()
                     self._seq = head
-                return self._generation
+                    self._holders = holders if holders is not None and len(holders) <= self.max_holders else None
+                    return self._generation
+            # Another check started afresh meanwhile, from a head that may be older than this
+            # one (its holders may miss refs appended since): look again from where it left off.
         changed = self.store.event_subjects(seen, head)
         with self._lock:
             for ref, person_id in changed:
+                if self._holders is not None:
+                    self._holders.add(ref)
                 self._size -= len(self._refs.pop(ref, ()))
                 if person_id:
                     self._size -= len(self._persons.pop(person_id, ()))
@@ -107,6 +118,16 @@ class LedgerEventCache:
                       ) -> dict[str, Events]:
         """Per ref, what `ConsentStore.latest_events` returns for it; from memory where possible.
         `generation` None reads the store without caching (checks of a past time)."""
+        if generation is not None and self._holders is not None:
+            # A ref without any event needs no lookup: most refs of a scope (a person's other
+            # identifiers) never had a decision recorded on them.
+            with self._lock:
+                holders = self._holders
+                empty = {ref: [] for ref in refs if ref not in holders}
+            if empty:
+                found = self._read(self._refs, [r for r in refs if r not in empty], purpose_id, generation,
+                                   lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
+                return {**empty, **found}
         return self._read(self._refs, refs, purpose_id, generation,
                           lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
 

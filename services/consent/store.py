@@ -235,6 +235,13 @@ EVENT_SUBJECTS_PAGE = cypher(
     """,
 )
 
+# Every ref that holds an event has a state node (written with the event), so this is the set
+# of refs a check can find anything for.
+SUBJECT_REFS_WITH_STATE = cypher(
+    "consent.subject_refs_with_state",
+    "MATCH (s:ConsentState) RETURN DISTINCT s.subject_ref AS ref",
+)
+
 EVENTS_FOR_PERSONS = cypher(
     "consent.events_for_persons",
     """
@@ -389,6 +396,13 @@ class ConsentStore:
         """(subject ref, person id) of each event with after < seq <= until."""
         rows = self.graph.run(EVENT_SUBJECTS_PAGE, {"after": after, "until": until})
         return [(r["ref"], r["person_id"]) for r in rows]
+
+    def subject_refs_with_events(self) -> set[str] | None:
+        """Every subject ref that holds an event, from the materialised state; None while checks
+        do not read the state (it may not be built yet)."""
+        if not self.read_states:
+            return None
+        return {r["ref"] for r in self.graph.run(SUBJECT_REFS_WITH_STATE, {})}
 
     def append_event(self, event: dict[str, Any], prev_seq: int, prev_hash: str) -> bool:
         rows = self.graph.run(APPEND_EVENT, {"event": event, "prev_seq": prev_seq, "prev_hash": prev_hash,

@@ -124,3 +124,30 @@ def test_a_decision_that_takes_effect_later_is_read_now_and_decides_when_due(sto
     assert store.reads == [ANNA]  # from memory, still complete
     assert decide(later, ANNA, NOW + 1500).allowed
     assert decide(later, ANNA, NOW + 1500).deciding_event_id == "ev-2"
+
+
+def test_refs_without_any_event_are_not_looked_up_until_one_is_recorded(store):
+    store.read_states = True
+    cache = LedgerEventCache(store)
+    other_replica = ConsentStore(store.graph)
+    append(other_replica, ANNA, "grant")
+    first = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    assert first[BERT] == []
+    assert store.reads == [ANNA]  # Bert holds no event: nothing to look up
+
+    append(other_replica, BERT, "grant")  # Bert's first event, on another replica
+    second = cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    assert decide(second[BERT], BERT, NOW).allowed
+    assert store.reads == [ANNA, BERT]
+
+
+def test_starting_afresh_reloads_the_refs_that_hold_events(store):
+    store.read_states = True
+    cache = LedgerEventCache(store, max_tail=1)
+    append(store, ANNA, "grant")
+    cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, cache.sync())
+    carl = "account:carl 'x' \\ ü"
+    append(store, carl, "grant")
+    append(store, carl, "withdraw", effective_at=NOW - 500)  # two new events, more than max_tail
+    found = cache.latest_events([carl], PURPOSE.purpose_id, NOW, cache.sync())[carl]
+    assert decide(found, carl, NOW).reason == "withdrawn"
