@@ -27,41 +27,48 @@ READ_CHUNK = 1000
 
 
 class FreshRead:
-    """Single-flight reads that stay linearisable: a caller gets the value of a read that started
+    """Single-flight reads that stay linearisable: a caller gets the outcome of a read that started
     after the call did, never one already under way. Callers that arrive during a read wait for
-    the next one and share it, so under load one store round trip serves many checks."""
+    the next one and share it — its value or its error — so under load one store round trip
+    serves many checks, and a failing store fails them all at once."""
 
     def __init__(self, read: Callable[[], int]):
         self._read = read
         self._cond = threading.Condition()
         self._started = 0  # reads begun
-        self._finished = 0  # number of the newest read that completed
+        self._finished = 0  # number of the newest read that completed, with a value or an error
         self._running = False
         self._value = 0
+        self._error: BaseException | None = None  # the newest read's error, if it failed
+        self.waiting = 0  # callers waiting for a read to begin or end
 
-    def __call__(self) -> int:
+    def __call__(self) -> tuple[int, int]:
+        """(the read's number, its value); numbers grow with the time reads began."""
         with self._cond:
             needed = self._started + 1  # the first read that begins after this call
             while self._finished < needed:
                 if self._running:
+                    self.waiting += 1
                     self._cond.wait()
+                    self.waiting -= 1
                     continue
                 self._running = True
                 self._started += 1
                 mine = self._started
                 self._cond.release()
+                value, error = 0, None
                 try:
                     value = self._read()
-                except BaseException:
+                except BaseException as exc:  # handed to every caller that shares this read
+                    error = exc
+                finally:
                     self._cond.acquire()
-                    self._running = False
-                    self._cond.notify_all()  # a waiter starts a read of its own
-                    raise
-                self._cond.acquire()
                 self._running = False
-                self._finished, self._value = mine, value
+                self._finished, self._value, self._error = mine, value, error
                 self._cond.notify_all()
-            return self._value
+            if self._error is not None:
+                raise self._error
+            return self._finished, self._value
 
 
 @dataclass
@@ -77,6 +84,7 @@ class LedgerEventCache:
     max_holders: int = 2_000_000  # more refs with events than this: look every ref up
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _head: FreshRead = field(init=False)
+    _seq_read: int = 0  # the number of the head read `_seq` came from
     # Refs that hold any event, as of `_seq` or later; None: unknown, every ref is looked up.
     _holders: set[str] | None = None
 
@@ -86,31 +94,36 @@ class LedgerEventCache:
     def sync(self) -> int:
         """Drops what events appended since the last look made stale; returns the generation that
         reads made after this call may be stored under."""
-        head = self._head()
+        read, head = self._head()
         while True:
-            seen = self._seq
-            if head == seen:
-                return self._generation
+            with self._lock:
+                seen, seen_read, generation = self._seq, self._seq_read, self._generation
+            if head == seen or read < seen_read:
+                # Nothing new, or `_seq` came from a newer head read (which also began after this
+                # check arrived): the cache is at least as fresh as this check needs.
+                return generation
             if not (seen is None or head < seen or head - seen > self.max_tail):
                 break
             holders = self.store.subject_refs_with_events()  # read after the head: covers it
             with self._lock:
-                if self._seq == seen:  # nobody moved on meanwhile
+                if self._generation == generation:  # nobody moved on meanwhile (generations only grow)
                     self._clear()
-                    self._seq = head
+                    self._seq, self._seq_read = head, read
                     self._holders = holders if holders is not None and len(holders) <= self.max_holders else None
                     return self._generation
-            # Another check started afresh meanwhile, from a head that may be older than this
-            # one (its holders may miss refs appended since): look again from where it left off.
+            # Another check moved on meanwhile: look again from where it left off.
         changed = self.store.event_subjects(seen, head)
         with self._lock:
+            if self._holders is not None:
+                self._holders.update(ref for ref, _person in changed)
+                if len(self._holders) > self.max_holders:
+                    self._holders = None
             for ref, person_id in changed:
-                if self._holders is not None:
-                    self._holders.add(ref)
                 self._size -= len(self._refs.pop(ref, ()))
                 if person_id:
                     self._size -= len(self._persons.pop(person_id, ()))
-            self._seq = max(self._seq or 0, head)
+            if head > (self._seq or 0):
+                self._seq, self._seq_read = head, read
             self._generation += 1
             return self._generation
 
@@ -118,12 +131,14 @@ class LedgerEventCache:
                       ) -> dict[str, Events]:
         """Per ref, what `ConsentStore.latest_events` returns for it; from memory where possible.
         `generation` None reads the store without caching (checks of a past time)."""
-        if generation is not None and self._holders is not None:
+        empty: dict[str, Events] = {}
+        if generation is not None:
             # A ref without any event needs no lookup: most refs of a scope (a person's other
             # identifiers) never had a decision recorded on them.
             with self._lock:
                 holders = self._holders
-                empty = {ref: [] for ref in refs if ref not in holders}
+                if holders is not None:
+                    empty = {ref: [] for ref in refs if ref not in holders}
             if empty:
                 found = self._read(self._refs, [r for r in refs if r not in empty], purpose_id, generation,
                                    lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")

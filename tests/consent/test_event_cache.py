@@ -151,3 +151,21 @@ def test_starting_afresh_reloads_the_refs_that_hold_events(store):
     append(store, carl, "withdraw", effective_at=NOW - 500)  # two new events, more than max_tail
     found = cache.latest_events([carl], PURPOSE.purpose_id, NOW, cache.sync())[carl]
     assert decide(found, carl, NOW).reason == "withdrawn"
+
+
+def test_a_head_from_an_older_read_neither_resets_nor_rewinds_the_cache(store):
+    """Concurrent checks get heads from successive shared reads; one that got an older read may
+    sync after one with a newer read: it is served as fresh (that newer read began after it too)."""
+    store.read_states = True
+    cache = LedgerEventCache(store)
+    scripted = iter([(1, 1), (3, 2), (2, 1)])  # (read number, head seq) as the shared reads hand them out
+    cache._head = lambda: next(scripted)
+    append(store, ANNA, "grant")
+    cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, cache.sync())
+    append(store, BERT, "grant")
+    newer = cache.sync()  # read 3 saw Bert's event
+    older = cache.sync()  # read 2, which began before read 3, saw only Anna's
+    assert older == newer  # no fresh start: nothing dropped, nothing rewound
+    found = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, older)
+    assert store.reads == [ANNA, BERT]  # Anna from memory, Bert looked up: his event is known
+    assert decide(found[BERT], BERT, NOW).allowed

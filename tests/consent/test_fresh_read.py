@@ -11,11 +11,12 @@ from services.consent.event_cache import FreshRead
 
 
 class GatedStore:
-    """A head that callers can move, and whose reads can be held open."""
+    """A head that callers can move, and whose reads can be held open (or made to fail)."""
 
     def __init__(self) -> None:
         self.head = 0
         self.reads = 0
+        self.fail = False
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Semaphore(0)
@@ -25,26 +26,36 @@ class GatedStore:
         value = self.head  # the value as of the read's start
         self.entered.release()
         self.gate.wait(10)
+        if self.fail:
+            raise RuntimeError("store down")
         return value
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
 
 
 def test_a_caller_arriving_during_a_read_waits_for_the_next_one():
     store = GatedStore()
     head = FreshRead(store.read)
     store.gate.clear()
-    first: list[int] = []
+    first: list[tuple[int, int]] = []
     early = threading.Thread(target=lambda: first.append(head()))
     early.start()
     assert store.entered.acquire(timeout=5)  # read 1 has begun and saw head 0
     store.head = 7  # a withdrawal lands after read 1 began
-    later: list[int] = []
+    later: list[tuple[int, int]] = []
     late = threading.Thread(target=lambda: later.append(head()))
     late.start()
+    wait_until(lambda: head.waiting == 1)  # the late caller waits while read 1 is under way
     store.gate.set()
     early.join(5)
     late.join(5)
-    assert first == [0]
-    assert later == [7]  # not read 1's stale 0
+    assert first == [(1, 0)]
+    assert later == [(2, 7)]  # read 2's value, not read 1's stale 0
     assert store.reads == 2
 
 
@@ -52,7 +63,7 @@ def test_concurrent_callers_share_reads():
     store = GatedStore()
     head = FreshRead(store.read)
     store.gate.clear()
-    results: list[int] = []
+    results: list[tuple[int, int]] = []
     lock = threading.Lock()
 
     def call() -> None:
@@ -67,12 +78,43 @@ def test_concurrent_callers_share_reads():
     waiters = [threading.Thread(target=call) for _ in range(20)]
     for t in waiters:
         t.start()
-    time.sleep(1.0)  # all twenty are waiting on read 1 by now
+    wait_until(lambda: head.waiting == 20)
     store.gate.set()
     for t in [leader, *waiters]:
         t.join(5)
-    assert sorted(results) == [0] + [3] * 20
+    assert sorted(results) == [(1, 0)] + [(2, 3)] * 20
     assert store.reads == 2  # the twenty waiters shared one read begun after they arrived
+
+
+def test_callers_sharing_a_failed_read_all_get_its_error_at_once():
+    store = GatedStore()
+    head = FreshRead(store.read)
+    store.gate.clear()
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        try:
+            head()
+        except RuntimeError as exc:
+            with lock:
+                errors.append(str(exc))
+
+    leader = threading.Thread(target=call)
+    leader.start()
+    assert store.entered.acquire(timeout=5)
+    store.fail = True  # the next read fails
+    waiters = [threading.Thread(target=call) for _ in range(5)]
+    for t in waiters:
+        t.start()
+    wait_until(lambda: head.waiting == 5)
+    store.gate.set()
+    for t in [leader, *waiters]:
+        t.join(5)
+    assert errors == ["store down"] * 6
+    assert store.reads == 2  # the five waiters shared one failing read, none retried it alone
+    store.fail = False
+    assert head() == (3, 0)  # the next caller reads again
 
 
 def test_a_failed_read_reaches_its_caller_and_the_next_caller_reads_again():
@@ -87,4 +129,4 @@ def test_a_failed_read_reaches_its_caller_and_the_next_caller_reads_again():
     head = FreshRead(read)
     with pytest.raises(RuntimeError, match="store down"):
         head()
-    assert head() == 5
+    assert head() == (2, 5)
