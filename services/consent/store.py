@@ -399,8 +399,8 @@ class ConsentStore:
 
     def subject_refs_with_events(self) -> set[str] | None:
         """Every subject ref that holds an event, from the materialised state; None while checks
-        do not read the state (it may not be built yet)."""
-        if not self.read_states:
+        do not read the state or the state is not (or no longer, during a fresh rebuild) built."""
+        if not self.read_states or not self.states_built():
             return None
         return {r["ref"] for r in self.graph.run(SUBJECT_REFS_WITH_STATE, {})}
 
