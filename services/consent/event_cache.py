@@ -139,12 +139,10 @@ class LedgerEventCache:
                 holders = self._holders
                 if holders is not None:
                     empty = {ref: [] for ref in refs if ref not in holders}
-            if empty:
-                found = self._read(self._refs, [r for r in refs if r not in empty], purpose_id, generation,
-                                   lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
-                return {**empty, **found}
-        return self._read(self._refs, refs, purpose_id, generation,
-                          lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
+        lookup = [ref for ref in refs if ref not in empty] if empty else refs
+        found = self._read(self._refs, lookup, purpose_id, generation,
+                           lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
+        return {**empty, **found} if empty else found
 
     def person_events(self, person_ids: list[str], purpose_id: str, at_ms: int, generation: int | None
                       ) -> dict[str, Events]:

@@ -38,6 +38,22 @@ def wait_until(condition, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def leader_then_waiters(store: GatedStore, head: FreshRead, call, *, waiters: int, while_leader_reads) -> None:
+    """A leader's read held open; meanwhile `while_leader_reads` runs and `waiters` callers arrive
+    and wait; then every read is let through and all callers finish."""
+    leader = threading.Thread(target=call)
+    leader.start()
+    assert store.entered.acquire(timeout=5)
+    while_leader_reads()
+    threads = [threading.Thread(target=call) for _ in range(waiters)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: head.waiting == waiters)
+    store.gate.set()
+    for t in [leader, *threads]:
+        t.join(5)
+
+
 def test_a_caller_arriving_during_a_read_waits_for_the_next_one():
     store = GatedStore()
     head = FreshRead(store.read)
@@ -71,17 +87,10 @@ def test_concurrent_callers_share_reads():
         with lock:
             results.append(value)
 
-    leader = threading.Thread(target=call)
-    leader.start()
-    assert store.entered.acquire(timeout=5)
-    store.head = 3
-    waiters = [threading.Thread(target=call) for _ in range(20)]
-    for t in waiters:
-        t.start()
-    wait_until(lambda: head.waiting == 20)
-    store.gate.set()
-    for t in [leader, *waiters]:
-        t.join(5)
+    def move_head() -> None:
+        store.head = 3
+
+    leader_then_waiters(store, head, call, waiters=20, while_leader_reads=move_head)
     assert sorted(results) == [(1, 0)] + [(2, 3)] * 20
     assert store.reads == 2  # the twenty waiters shared one read begun after they arrived
 
@@ -100,17 +109,10 @@ def test_callers_sharing_a_failed_read_all_get_its_error_at_once():
             with lock:
                 errors.append(str(exc))
 
-    leader = threading.Thread(target=call)
-    leader.start()
-    assert store.entered.acquire(timeout=5)
-    store.fail = True  # the next read fails
-    waiters = [threading.Thread(target=call) for _ in range(5)]
-    for t in waiters:
-        t.start()
-    wait_until(lambda: head.waiting == 5)
-    store.gate.set()
-    for t in [leader, *waiters]:
-        t.join(5)
+    def fail_reads() -> None:
+        store.fail = True  # the leader's read, and the next, fail
+
+    leader_then_waiters(store, head, call, waiters=5, while_leader_reads=fail_reads)
     assert errors == ["store down"] * 6
     assert store.reads == 2  # the five waiters shared one failing read, none retried it alone
     store.fail = False
