@@ -4,6 +4,7 @@ for the local stack and the tests. Production uses Neo4j; this is never started 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,10 +29,26 @@ def binaries() -> tuple[Path, Path]:
     return server, module
 
 
+# Ports are handed out before the servers that use them bind (services are wired to each other's
+# addresses first). Below the kernel's ephemeral range (32768–60999 by default), so an outgoing
+# connection opened meanwhile cannot take the port; never the same port twice in one process.
+_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 @dataclass
