@@ -16,9 +16,10 @@ SCHEMA = Schema(unique=[("SubjectKey", "subject")])
 GET_OR_CREATE = cypher(
     "keystore.get_or_create",
     """
-    MERGE (k:SubjectKey {subject: $subject})
-    ON CREATE SET k.wrapped = $wrapped, k.kek_id = $kek_id, k.created_at = $now
-    RETURN k.wrapped AS wrapped
+    OPTIONAL MATCH (k:SubjectKey {subject: $subject})
+    FOREACH (ignored IN CASE WHEN k IS NULL THEN [1] ELSE [] END |
+      CREATE (:SubjectKey {subject: $subject, wrapped: $wrapped, kek_id: $kek_id, created_at: $now}))
+    RETURN coalesce(k.wrapped, $wrapped) AS wrapped
     """,
     write=True,
 )
@@ -26,9 +27,10 @@ GET_OR_CREATE_MANY = cypher(
     "keystore.get_or_create_many",
     """
     UNWIND $keys AS key
-    MERGE (k:SubjectKey {subject: key.subject})
-    ON CREATE SET k.wrapped = key.wrapped, k.kek_id = $kek_id, k.created_at = $now
-    RETURN key.subject AS subject, k.wrapped AS wrapped
+    OPTIONAL MATCH (k:SubjectKey {subject: key.subject})
+    FOREACH (ignored IN CASE WHEN k IS NULL THEN [1] ELSE [] END |
+      CREATE (:SubjectKey {subject: key.subject, wrapped: key.wrapped, kek_id: $kek_id, created_at: $now}))
+    RETURN key.subject AS subject, coalesce(k.wrapped, key.wrapped) AS wrapped
     """,
     write=True,
 )

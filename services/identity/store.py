@@ -32,36 +32,65 @@ def bucket_of(account_id: str) -> int:
 
 def _account_edges(verb: str) -> str:
     """The end of both account writes: identifiers and blocking keys with the account's edges to
-    them (`verb` MERGE where edges may exist, CREATE for a new account), and the row returned."""
+    them (`verb` MERGE where edges may exist, CREATE for a new account), and the row returned.
+
+    A node that does not exist yet is created with its properties inline instead of by MERGE …
+    ON CREATE SET: in FalkorDB a SET that follows a node creation in the same statement costs time
+    in proportion to the size of the graph (docs/architecture.md, "Write statements"). The token
+    lists must be free of duplicates (`IdentityStore` makes them so)."""
     return f"""
-    FOREACH (ident IN $identifiers |
-      MERGE (i:Identifier {{token: ident.token}})
-      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
-      {verb} (a)-[:HAS]->(i))
-    FOREACH (token IN $block_tokens |
-      MERGE (k:BlockKey {{token: token}})
-      {verb} (a)-[:BLOCK]->(k))
+    WITH a, p
+    UNWIND CASE WHEN size($identifiers) = 0 THEN [null] ELSE $identifiers END AS ident
+    OPTIONAL MATCH (i:Identifier {{token: ident.token}})
+    FOREACH (ignored IN CASE WHEN ident IS NOT NULL AND i IS NULL THEN [1] ELSE [] END |
+      CREATE (a)-[:HAS]->(:Identifier {{token: ident.token, kind: ident.kind, line_type: ident.line_type}}))
+    FOREACH (ignored IN CASE WHEN i IS NULL THEN [] ELSE [1] END | {verb} (a)-[:HAS]->(i))
+    WITH DISTINCT a, p
+    UNWIND CASE WHEN size($block_tokens) = 0 THEN [null] ELSE $block_tokens END AS token
+    OPTIONAL MATCH (k:BlockKey {{token: token}})
+    FOREACH (ignored IN CASE WHEN token IS NOT NULL AND k IS NULL THEN [1] ELSE [] END |
+      CREATE (a)-[:BLOCK]->(:BlockKey {{token: token}}))
+    FOREACH (ignored IN CASE WHEN k IS NULL THEN [] ELSE [1] END | {verb} (a)-[:BLOCK]->(k))
+    WITH DISTINCT a, p
     RETURN a.id AS account_id, p.id AS person_id, a.created_at AS created_at
     """
 
 
+# Properties are set on nodes that exist before anything is created; what is missing is created
+# with its properties inline (see `_account_edges`).
+_PERSON_OF_ACCOUNT = """
+    FOREACH (ignored IN CASE WHEN known IS NULL THEN [] ELSE [1] END | SET known.updated_at = $now)
+"""
+_CREATE_PERSON = """
+    FOREACH (ignored IN CASE WHEN known IS NULL THEN [1] ELSE [] END |
+      CREATE (:Person {id: $person_id, created_at: $now, updated_at: $now}))
+"""
+
 UPSERT_ACCOUNT = cypher(
     "identity.upsert_account",
     """
-    MERGE (p:Person {id: $person_id})
-    ON CREATE SET p.created_at = $now, p.updated_at = $now
-    MERGE (a:Account {id: $account_id})
-    ON CREATE SET a.created_at = $now, a.source = $source
-    SET a.updated_at = $now, a.ref = $ref, a.attrs = $attrs, a.bucket = $bucket, a.staged = null,
-        p.updated_at = $now
-    WITH a, p
+    OPTIONAL MATCH (known:Person {id: $person_id})
+    OPTIONAL MATCH (existing:Account {id: $account_id})
+    """ + _PERSON_OF_ACCOUNT + """
+    FOREACH (ignored IN CASE WHEN existing IS NULL THEN [] ELSE [1] END |
+      SET existing.updated_at = $now, existing.ref = $ref, existing.attrs = $attrs, existing.bucket = $bucket,
+          existing.staged = null)
+    """ + _CREATE_PERSON + """
+    FOREACH (ignored IN CASE WHEN existing IS NULL THEN [1] ELSE [] END |
+      CREATE (:Account {id: $account_id, created_at: $now, updated_at: $now, source: $source, ref: $ref,
+                        attrs: $attrs, bucket: $bucket}))
+    WITH count(*) AS written
+    MATCH (p:Person {id: $person_id})
+    MATCH (a:Account {id: $account_id})
     OPTIONAL MATCH (a)-[old:BELONGS_TO]->(other:Person)
     WHERE other.id <> p.id
     DELETE old
     WITH DISTINCT a, p
-    MERGE (a)-[b:BELONGS_TO]->(p)
-    ON CREATE SET b.method = $method, b.probability = $probability, b.model_version = $model_version, b.at = $now
-    WITH a, p
+    OPTIONAL MATCH (a)-[b:BELONGS_TO]->(p)
+    FOREACH (ignored IN CASE WHEN b IS NULL THEN [1] ELSE [] END |
+      CREATE (a)-[:BELONGS_TO {method: $method, probability: $probability, model_version: $model_version,
+                               at: $now}]->(p))
+    WITH DISTINCT a, p
     OPTIONAL MATCH (a)-[h:HAS]->(stale:Identifier)
     WHERE NOT stale.token IN $identifier_tokens
     DELETE h
@@ -69,29 +98,30 @@ UPSERT_ACCOUNT = cypher(
     OPTIONAL MATCH (a)-[bk:BLOCK]->(staleKey:BlockKey)
     WHERE NOT staleKey.token IN $block_tokens
     DELETE bk
-    WITH DISTINCT a, p
     """ + _account_edges("MERGE"),
     write=True,
 )
 
 # The upsert of an account that does not exist yet: its edges are created, not merged (nothing to
-# merge with, and no stale edges to look for). Only the execution that creates the account writes
-# anything (`fresh`, set on create and cleared in the same statement); when the account exists —
-# created concurrently, or this is a retry whose first reply was lost — it returns no row and
-# changes nothing, and the caller falls back to UPSERT_ACCOUNT.
+# merge with, and no stale edges to look for). When the account exists — created concurrently, or
+# this is a retry whose first reply was lost — it returns no row and changes nothing, and the
+# caller falls back to UPSERT_ACCOUNT. (`count` rather than `WHERE existing IS NULL`: FalkorDB
+# 4.x applies a null test on a leading OPTIONAL MATCH inside the optional part, which would let
+# an existing account through.)
 CREATE_ACCOUNT = cypher(
     "identity.create_account",
     """
-    MERGE (a:Account {id: $account_id})
-    ON CREATE SET a.fresh = true, a.created_at = $now, a.updated_at = $now, a.source = $source, a.ref = $ref,
-                  a.attrs = $attrs, a.bucket = $bucket
-    WITH a
-    WHERE a.fresh = true
-    MERGE (p:Person {id: $person_id})
-    ON CREATE SET p.created_at = $now
-    SET a.fresh = null, p.updated_at = $now
-    CREATE (a)-[:BELONGS_TO {method: $method, probability: $probability, model_version: $model_version,
-                             at: $now}]->(p)
+    OPTIONAL MATCH (existing:Account {id: $account_id})
+    WITH count(existing) AS found
+    WHERE found = 0
+    OPTIONAL MATCH (known:Person {id: $person_id})
+    """ + _PERSON_OF_ACCOUNT + _CREATE_PERSON + """
+    WITH count(*) AS written
+    MATCH (p:Person {id: $person_id})
+    CREATE (a:Account {id: $account_id, created_at: $now, updated_at: $now, source: $source, ref: $ref,
+                       attrs: $attrs, bucket: $bucket})
+           -[:BELONGS_TO {method: $method, probability: $probability, model_version: $model_version,
+                          at: $now}]->(p)
     """ + _account_edges("CREATE"),
     write=True,
 )
@@ -415,10 +445,11 @@ PUT_REVIEW = cypher(
     "identity.put_review",
     """
     UNWIND $pairs AS pair
-    MERGE (r:ReviewPair {id: pair.id})
-    ON CREATE SET r.a = pair.a, r.b = pair.b, r.created_at = $now
-    SET r.probability = pair.probability
-    RETURN count(r) AS queued
+    OPTIONAL MATCH (r:ReviewPair {id: pair.id})
+    FOREACH (ignored IN CASE WHEN r IS NULL THEN [] ELSE [1] END | SET r.probability = pair.probability)
+    FOREACH (ignored IN CASE WHEN r IS NULL THEN [1] ELSE [] END |
+      CREATE (:ReviewPair {id: pair.id, a: pair.a, b: pair.b, created_at: $now, probability: pair.probability}))
+    RETURN count(*) AS queued
     """,
     write=True,
 )
@@ -647,6 +678,13 @@ IDEMPOTENCY_PUT = cypher(
 )
 
 
+def _distinct_edges(params: dict[str, Any]) -> dict[str, Any]:
+    """An account write's identifiers and blocking keys without duplicates: `_account_edges`
+    would otherwise create a missing node once per duplicate."""
+    identifiers = list({ident["token"]: ident for ident in params["identifiers"]}.values())
+    return {**params, "identifiers": identifiers, "block_tokens": list(dict.fromkeys(params["block_tokens"]))}
+
+
 @dataclass
 class LinkContext:
     """What LINK_CONTEXT read for one account."""
@@ -666,12 +704,12 @@ class IdentityStore:
         self.graph.ensure_schema(SCHEMA)
 
     def upsert_account(self, **params: Any) -> dict[str, Any]:
-        return self.graph.run(UPSERT_ACCOUNT, params)[0]
+        return self.graph.run(UPSERT_ACCOUNT, _distinct_edges(params))[0]
 
     def create_account(self, **params: Any) -> dict[str, Any] | None:
         """CREATE_ACCOUNT: the created account's row, or None when the account already existed
         (nothing was written; use `upsert_account`)."""
-        rows = self.graph.run(CREATE_ACCOUNT, params)
+        rows = self.graph.run(CREATE_ACCOUNT, _distinct_edges(params))
         return rows[0] if rows else None
 
     def stage_accounts(self, rows: list[dict[str, Any]], now: int) -> int:
@@ -817,8 +855,9 @@ class IdentityStore:
         return out
 
     def put_review(self, pairs: list[dict[str, Any]], now: int) -> None:
-        if pairs:
-            self.graph.run(PUT_REVIEW, {"pairs": pairs, "now": now})
+        distinct = list({pair["id"]: pair for pair in pairs}.values())
+        if distinct:
+            self.graph.run(PUT_REVIEW, {"pairs": distinct, "now": now})
 
     def list_review(self, after: str, limit: int) -> list[dict[str, Any]]:
         return self.graph.run(LIST_REVIEW, {"after": after, "limit": limit})

@@ -13,7 +13,7 @@ import pytest
 from neo4j import exceptions as nex
 
 from services.common.errors import Aborted, Unavailable
-from services.common.graph.neo4j_adapter import Neo4jGraph
+from services.common.graph.neo4j_adapter import CONFLICT_ATTEMPTS, Neo4jGraph
 from services.common.graph.port import GraphQueryError, Schema
 from services.common.graph.statements import Statement
 
@@ -75,12 +75,30 @@ def test_persistent_outage_maps_to_unavailable():
     assert len(driver.statements) == 3
 
 
-def test_constraint_violation_maps_to_aborted_without_retry():
+def test_constraint_violation_of_a_read_maps_to_aborted_without_retry():
     driver = ScriptedDriver(nex.ConstraintError("exists"))
     graph = Neo4jGraph("neo4j://db:7687", "tessera", driver=driver)
     with pytest.raises(Aborted):
         graph.run(STMT, {"id": "p1"})
     assert len(driver.statements) == 1
+
+
+WRITE = Statement("test.neo4j_write", "OPTIONAL MATCH (n:Person {id: $id}) RETURN n.id AS id", write=True)
+
+
+def test_write_that_lost_a_create_race_runs_again():
+    driver = ScriptedDriver(nex.ConstraintError("exists"))
+    graph = Neo4jGraph("neo4j://db:7687", "tessera", driver=driver)
+    assert graph.run(WRITE, {"id": "p1"}) == [{"id": "p1"}]
+    assert len(driver.statements) == 2
+
+
+def test_write_that_keeps_conflicting_maps_to_aborted():
+    driver = ScriptedDriver(*[nex.ConstraintError("exists")] * 5)
+    graph = Neo4jGraph("neo4j://db:7687", "tessera", driver=driver)
+    with pytest.raises(Aborted):
+        graph.run(WRITE, {"id": "p1"})
+    assert len(driver.statements) == CONFLICT_ATTEMPTS
 
 
 def test_syntax_error_is_a_query_error_without_retry():

@@ -148,3 +148,27 @@ def test_link_context_candidates_carry_their_wrapped_data_key(store, graph):
     wrapped = {r["account_id"]: r["wrapped"] for r in ctx.candidates}
     assert wrapped == {keyed["account_id"]: stored[f"account:{keyed['account_id']}"],
                        f"{tag}-shredded-account": None}
+
+
+def test_upsert_creates_what_is_missing_once_and_moves_the_account(store):
+    tag = f"{AWKWARD}{uuid.uuid4().hex}"
+    params = {"account_id": f"{tag}-account", "source": "webshop", "ref": "ref", "attrs": "v1", "now": 1000,
+              "method": "new", "probability": 1.0, "model_version": "m1", "bucket": 7}
+    # Unknown account and person: both created; duplicated tokens yield one node and one edge each.
+    row = store.upsert_account(
+        person_id=f"{tag}-p1", identifier_tokens=[f"{tag}-i"], **params,
+        identifiers=[{"token": f"{tag}-i", "kind": "email", "line_type": ""}] * 2,
+        block_tokens=[f"{tag}-b", f"{tag}-b"])
+    assert row == {"account_id": f"{tag}-account", "person_id": f"{tag}-p1", "created_at": 1000}
+    ctx = store.link_context(f"{tag}-new", [], [f"{tag}-i"], [f"{tag}-b"], limit=10)
+    assert [(r["token"], r["kind"], r["accounts"]) for r in ctx.identifiers] == [(f"{tag}-i", "email", 1)]
+    assert [r["account_id"] for r in ctx.candidates] == [f"{tag}-account"]
+    # Again for another (new) person: the account moves, keeps its creation time, loses nothing.
+    moved = store.upsert_account(
+        person_id=f"{tag}-p2", identifier_tokens=[f"{tag}-i"], **{**params, "now": 2000, "attrs": "v2"},
+        identifiers=[{"token": f"{tag}-i", "kind": "email", "line_type": ""}], block_tokens=[f"{tag}-b"])
+    assert moved == {"account_id": f"{tag}-account", "person_id": f"{tag}-p2", "created_at": 1000}
+    assert store.link_persons([f"{tag}-p1"]) == []
+    assert [(r["attrs"], r["identifiers"]) for r in store.link_persons([f"{tag}-p2"])] == [
+        ("v2", [{"kind": "email", "token": f"{tag}-i"}])]
+    assert store.get_person(f"{tag}-p2")["created_at"] == 2000

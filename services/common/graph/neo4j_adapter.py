@@ -13,6 +13,7 @@ from services.common.graph import dialect
 from services.common.graph.port import GraphQueryError, Row, Schema, TransientGraphError, with_retries
 from services.common.graph.statements import Statement
 
+CONFLICT_ATTEMPTS = 3
 _TRANSIENT = (nex.ServiceUnavailable, nex.SessionExpired, nex.TransientError, nex.DriverError, OSError)
 
 
@@ -36,10 +37,25 @@ class Neo4jGraph:
         return self._call(statement.name, statement.text, params or {}, mode)
 
     def _call(self, name: str, text: str, params: dict[str, Any], mode: str) -> list[Row]:
+        def once() -> list[Row]:
+            with self._driver.session(database=self._database, default_access_mode=mode) as session:
+                return [record.data() for record in session.run(text, params)]
+
+        def conflict_retried() -> list[Row]:
+            """Every write is one idempotent statement, so one that lost a race to create the same
+            unique node (a get-or-create written as OPTIONAL MATCH … CREATE) finds the node when
+            it runs again."""
+            for _ in range(CONFLICT_ATTEMPTS - 1):
+                try:
+                    return once()
+                except nex.ConstraintError:
+                    if mode != neo4j.WRITE_ACCESS:
+                        raise
+            return once()
+
         def call() -> list[Row]:
             try:
-                with self._driver.session(database=self._database, default_access_mode=mode) as session:
-                    return [record.data() for record in session.run(text, params)]
+                return conflict_retried()
             except nex.ConstraintError as exc:
                 raise Aborted("a concurrent write conflicted; retry", reason="GRAPH_CONFLICT") from exc
             except nex.ClientError as exc:
