@@ -127,25 +127,37 @@ CREATE_ACCOUNT = cypher(
 )
 
 # Bulk import. A staged account has no BELONGS_TO edge yet, so every lookup, candidate search and
-# deterministic match (all go through BELONGS_TO) ignores it until it is linked. Edges are created
-# only for accounts this very execution created (`fresh`), so a retried or re-sent batch adds nothing.
+# deterministic match (all go through BELONGS_TO) ignores it until it is linked. First the batch's
+# missing identifiers and blocking keys are created (each once: the lists are distinct), then the
+# accounts this very execution creates, with their edges — a retried or re-sent batch adds nothing.
+# Nothing is SET after a node creation (see `_account_edges`).
 STAGE_ACCOUNTS = cypher(
     "identity.stage_accounts",
     """
+    UNWIND $identifiers AS ident
+    OPTIONAL MATCH (i:Identifier {token: ident.token})
+    FOREACH (ignored IN CASE WHEN i IS NULL THEN [1] ELSE [] END |
+      CREATE (:Identifier {token: ident.token, kind: ident.kind, line_type: ident.line_type}))
+    WITH count(*) AS identifiers_seen
+    UNWIND CASE WHEN $block_tokens = '' THEN [] ELSE split($block_tokens, ' ') END AS token
+    OPTIONAL MATCH (k:BlockKey {token: token})
+    FOREACH (ignored IN CASE WHEN k IS NULL THEN [1] ELSE [] END | CREATE (:BlockKey {token: token}))
+    WITH count(*) AS keys_seen
     UNWIND $accounts AS row
-    MERGE (a:Account {id: row.account_id})
-    ON CREATE SET a.created_at = $now, a.updated_at = $now, a.source = row.source, a.ref = row.ref,
-                  a.attrs = row.attrs, a.bucket = row.bucket, a.staged = true, a.fresh = true
+    OPTIONAL MATCH (existing:Account {id: row.account_id})
+    WITH row, count(existing) AS found
+    WHERE found = 0
+    CREATE (a:Account {id: row.account_id, created_at: $now, updated_at: $now, source: row.source, ref: row.ref,
+                       attrs: row.attrs, bucket: row.bucket, staged: true})
     WITH a, row
-    WHERE a.fresh = true
-    SET a.fresh = null
-    FOREACH (ident IN row.identifiers |
-      MERGE (i:Identifier {token: ident.token})
-      ON CREATE SET i.kind = ident.kind, i.line_type = ident.line_type
-      CREATE (a)-[:HAS]->(i))
-    FOREACH (token IN CASE WHEN row.block_tokens = '' THEN [] ELSE split(row.block_tokens, ' ') END |
-      MERGE (k:BlockKey {token: token})
-      CREATE (a)-[:BLOCK]->(k))
+    UNWIND CASE WHEN size(row.identifiers) = 0 THEN [null] ELSE row.identifiers END AS ident
+    OPTIONAL MATCH (i:Identifier {token: ident.token})
+    FOREACH (ignored IN CASE WHEN i IS NULL THEN [] ELSE [1] END | CREATE (a)-[:HAS]->(i))
+    WITH DISTINCT a, row
+    UNWIND CASE WHEN row.block_tokens = '' THEN [null] ELSE split(row.block_tokens, ' ') END AS token
+    OPTIONAL MATCH (k:BlockKey {token: token})
+    FOREACH (ignored IN CASE WHEN k IS NULL THEN [] ELSE [1] END | CREATE (a)-[:BLOCK]->(k))
+    WITH DISTINCT a
     RETURN count(a) AS staged
     """,
     write=True,
@@ -184,9 +196,10 @@ CREATE_PERSONS = cypher(
     "identity.create_persons",
     """
     UNWIND $person_ids AS pid
-    MERGE (p:Person {id: pid})
-    ON CREATE SET p.created_at = $now, p.updated_at = $now
-    RETURN count(p) AS persons
+    OPTIONAL MATCH (p:Person {id: pid})
+    FOREACH (ignored IN CASE WHEN p IS NULL THEN [1] ELSE [] END |
+      CREATE (:Person {id: pid, created_at: $now, updated_at: $now}))
+    RETURN count(*) AS persons
     """,
     write=True,
 )
@@ -715,7 +728,12 @@ class IdentityStore:
     def stage_accounts(self, rows: list[dict[str, Any]], now: int) -> int:
         """Rows carry `block_tokens` as one space-separated string: a parameter's every list item
         costs the FalkorDB client a quoting step, and hex tokens never contain a space."""
-        rows_out = self.graph.run(STAGE_ACCOUNTS, {"accounts": rows, "now": now}) if rows else []
+        if not rows:
+            return 0
+        identifiers = list({i["token"]: i for row in rows for i in row["identifiers"]}.values())
+        blocks = " ".join(dict.fromkeys(t for row in rows for t in row["block_tokens"].split()))
+        rows_out = self.graph.run(STAGE_ACCOUNTS, {"accounts": rows, "identifiers": identifiers,
+                                                   "block_tokens": blocks, "now": now})
         return int(rows_out[0]["staged"]) if rows_out else 0
 
     def account_states(self, account_ids: list[str]) -> dict[str, bool]:
@@ -735,8 +753,9 @@ class IdentityStore:
         return [(r["a"], r["b"]) for r in self.graph.run(ALL_CANNOT_LINK, {})]
 
     def create_persons(self, person_ids: list[str], now: int) -> None:
-        if person_ids:
-            self.graph.run(CREATE_PERSONS, {"person_ids": person_ids, "now": now})
+        distinct = list(dict.fromkeys(person_ids))
+        if distinct:
+            self.graph.run(CREATE_PERSONS, {"person_ids": distinct, "now": now})
 
     def assign_staged(self, rows: list[dict[str, Any]], model_version: str, now: int) -> int:
         if not rows:

@@ -172,3 +172,28 @@ def test_upsert_creates_what_is_missing_once_and_moves_the_account(store):
     assert [(r["attrs"], r["identifiers"]) for r in store.link_persons([f"{tag}-p2"])] == [
         ("v2", [{"kind": "email", "token": f"{tag}-i"}])]
     assert store.get_person(f"{tag}-p2")["created_at"] == 2000
+
+
+def test_staging_creates_shared_new_nodes_once_and_a_resent_batch_adds_nothing(store):
+    tag = f"{AWKWARD}{uuid.uuid4().hex}"
+    shared = {"token": f"{tag}-phone", "kind": "phone", "line_type": "landline"}
+
+    def row(n: int) -> dict:
+        return {"account_id": f"{tag}-{n}", "source": "till", "bucket": 3, "ref": f"ref {n}", "attrs": f"attrs {n}",
+                "identifiers": [shared, {"token": f"{tag}-mail-{n}", "kind": "email", "line_type": ""}],
+                "block_tokens": f"{tag.replace(' ', '_')}-block {tag.replace(' ', '_')}-block-{n}"}
+
+    rows = [row(1), row(2)]
+    assert store.stage_accounts(rows, 1000) == 2
+    assert store.stage_accounts(rows, 2000) == 0  # re-sent: nothing new
+    assert store.account_states([f"{tag}-1", f"{tag}-2"]) == {f"{tag}-1": True, f"{tag}-2": True}
+    # Linked to a person, both accounts hold the one shared identifier node and blocking key.
+    store.create_persons([f"{tag}-p", f"{tag}-p"], 3000)
+    assert store.assign_staged([{"account_id": f"{tag}-{n}", "person_id": f"{tag}-p", "method": "new",
+                                 "probability": 1.0} for n in (1, 2)], "m1", 3000) == 2
+    ctx = store.link_context(f"{tag}-3", [], [shared["token"]], [f"{tag.replace(' ', '_')}-block"], limit=10)
+    assert [(r["token"], r["kind"], r["accounts"], r["persons"]) for r in ctx.identifiers] == [
+        (shared["token"], "phone", 2, [f"{tag}-p"])]
+    assert sorted(r["account_id"] for r in ctx.candidates) == [f"{tag}-1", f"{tag}-2"]
+    assert sorted((r["attrs"], len(r["identifiers"])) for r in store.link_persons([f"{tag}-p"])) == [
+        ("attrs 1", 2), ("attrs 2", 2)]
