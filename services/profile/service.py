@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +106,7 @@ class ProfileService:
             rows.append({"id": e["id"], "person_id": person.person_id, "type": e["type"], "at": e["at"],
                          "channel": e["channel"] or "",
                          "properties": b64(cipher.encrypt("event", json.dumps(e["properties"] or {})))})
-        accepted, seen = self.store.record_events(rows, int(time.time() * 1000), uuid.uuid4().hex)
+        accepted, seen = self.store.record_events(rows, int(time.time() * 1000))
         return accepted, seen - accepted, rejected
 
     def export(self, person: ResolvedPerson) -> dict[str, Any]:

@@ -11,14 +11,21 @@ from services.common.graph.statements import cypher
 SCHEMA = Schema(unique=[("Trait", "key"), ("BehaviourEvent", "id")],
                 indexes=[("Trait", "person_id"), ("BehaviourEvent", "person_id")])
 
+# Existing traits are updated first, then the missing ones created with their properties inline:
+# in FalkorDB a SET that follows a node creation in the same statement costs time in proportion to
+# the graph (docs/architecture.md, "Write statements"). Keys are distinct (`ProfileStore`).
 UPSERT_TRAITS = cypher(
     "profile.upsert_traits",
     """
     UNWIND $traits AS t
-    MERGE (x:Trait {key: t.key})
-    ON CREATE SET x.person_id = $person_id, x.name = t.name, x.created_at = $now
-    SET x.value = t.value, x.source = $source, x.updated_at = $now
-    RETURN count(x) AS written
+    OPTIONAL MATCH (x:Trait {key: t.key})
+    FOREACH (ignored IN CASE WHEN x IS NULL THEN [] ELSE [1] END |
+      SET x.value = t.value, x.source = $source, x.updated_at = $now)
+    WITH collect(CASE WHEN x IS NULL THEN t END) AS missing
+    UNWIND missing AS t
+    CREATE (:Trait {key: t.key, person_id: $person_id, name: t.name, value: t.value, source: $source,
+                    created_at: $now, updated_at: $now})
+    RETURN count(*) AS created
     """,
     write=True,
 )
@@ -32,15 +39,16 @@ TRAITS = cypher(
     """,
 )
 
+# Ids are distinct (`ProfileStore`); an event already stored is left as it is.
 RECORD_EVENTS = cypher(
     "profile.record_events",
     """
     UNWIND $events AS e
-    MERGE (x:BehaviourEvent {id: e.id})
-    ON CREATE SET x.person_id = e.person_id, x.type = e.type, x.at = e.at, x.channel = e.channel,
-                  x.properties = e.properties, x.created_at = $now, x.fresh = $batch
-    WITH x
-    RETURN sum(CASE WHEN x.fresh = $batch THEN 1 ELSE 0 END) AS accepted, count(x) AS seen
+    OPTIONAL MATCH (x:BehaviourEvent {id: e.id})
+    FOREACH (ignored IN CASE WHEN x IS NULL THEN [1] ELSE [] END |
+      CREATE (:BehaviourEvent {id: e.id, person_id: e.person_id, type: e.type, at: e.at, channel: e.channel,
+                               properties: e.properties, created_at: $now}))
+    RETURN sum(CASE WHEN x IS NULL THEN 1 ELSE 0 END) AS accepted
     """,
     write=True,
 )
@@ -95,16 +103,22 @@ class ProfileStore:
     graph: GraphClient
 
     def upsert_traits(self, person_id: str, traits: list[dict[str, Any]], source: str, now: int) -> None:
-        self.graph.run(UPSERT_TRAITS, {"person_id": person_id, "traits": traits, "source": source, "now": now})
+        """A key given twice keeps its last value."""
+        distinct = list({t["key"]: t for t in traits}.values())
+        if distinct:
+            self.graph.run(UPSERT_TRAITS, {"person_id": person_id, "traits": distinct, "source": source, "now": now})
 
     def traits(self, person_id: str) -> list[dict[str, Any]]:
         return self.graph.run(TRAITS, {"person_id": person_id})
 
-    def record_events(self, events: list[dict[str, Any]], now: int, batch: str) -> tuple[int, int]:
+    def record_events(self, events: list[dict[str, Any]], now: int) -> tuple[int, int]:
+        """(events stored now, events seen): an id already stored, or repeated in `events`, is a
+        duplicate and changes nothing."""
         if not events:
             return 0, 0
-        row = self.graph.run(RECORD_EVENTS, {"events": events, "now": now, "batch": batch})[0]
-        return int(row["accepted"] or 0), int(row["seen"] or 0)
+        distinct = list({e["id"]: e for e in reversed(events)}.values())  # the first of each id
+        row = self.graph.run(RECORD_EVENTS, {"events": distinct, "now": now})[0]
+        return int(row["accepted"] or 0), len(events)
 
     def recent_events(self, person_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         return self.graph.run(EVENT_SUMMARY, {"person_id": person_id, "limit": limit})
