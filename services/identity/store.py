@@ -460,9 +460,10 @@ PUT_REVIEW = cypher(
     UNWIND $pairs AS pair
     OPTIONAL MATCH (r:ReviewPair {id: pair.id})
     FOREACH (ignored IN CASE WHEN r IS NULL THEN [] ELSE [1] END | SET r.probability = pair.probability)
-    FOREACH (ignored IN CASE WHEN r IS NULL THEN [1] ELSE [] END |
-      CREATE (:ReviewPair {id: pair.id, a: pair.a, b: pair.b, created_at: $now, probability: pair.probability}))
-    RETURN count(*) AS queued
+    WITH collect(CASE WHEN r IS NULL THEN pair END) AS missing
+    UNWIND missing AS pair
+    CREATE (:ReviewPair {id: pair.id, a: pair.a, b: pair.b, created_at: $now, probability: pair.probability})
+    RETURN count(*) AS created
     """,
     write=True,
 )

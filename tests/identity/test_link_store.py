@@ -197,3 +197,14 @@ def test_staging_creates_shared_new_nodes_once_and_a_resent_batch_adds_nothing(s
     assert sorted(r["account_id"] for r in ctx.candidates) == [f"{tag}-1", f"{tag}-2"]
     assert sorted((r["attrs"], len(r["identifiers"])) for r in store.link_persons([f"{tag}-p"])) == [
         ("attrs 1", 2), ("attrs 2", 2)]
+
+
+def test_review_pairs_are_updated_in_place_or_created_once(store):
+    tag = uuid.uuid4().hex
+    store.put_review([{"id": f"{tag}-1", "a": "x", "b": "y", "probability": 0.5}], 1000)
+    store.put_review([{"id": f"{tag}-1", "a": "x", "b": "y", "probability": 0.7},
+                      {"id": f"{tag}-2", "a": "x", "b": "z", "probability": 0.6},
+                      {"id": f"{tag}-2", "a": "x", "b": "z", "probability": 0.65}], 2000)
+    rows = [r for r in store.list_review(f"{tag}-", 100) if r["id"].startswith(tag)]
+    assert [(r["id"], r["probability"], r["created_at"]) for r in rows] == [
+        (f"{tag}-1", 0.7, 1000), (f"{tag}-2", 0.65, 2000)]
