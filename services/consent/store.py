@@ -16,7 +16,7 @@ import structlog
 
 from services.common.graph.port import GraphClient, GraphQueryError, Schema
 from services.common.graph.statements import Statement, cypher
-from services.consent.domain.ledger import INTEGER_FIELDS, PACK_SEPARATOR, PACKED_FIELDS
+from services.consent.domain.ledger import CHAINED_FIELDS, INTEGER_FIELDS, PACK_SEPARATOR, PACKED_FIELDS
 
 log = structlog.get_logger("tessera.consent")
 
@@ -88,6 +88,8 @@ LEDGER_HEAD = cypher(
     "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq, h.hash AS hash, h.states_built AS states_built",
 )
 
+LEDGER_SEQ = cypher("consent.ledger_seq", "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq")
+
 INIT_LEDGER = cypher(
     "consent.init_ledger",
     """
@@ -103,8 +105,16 @@ INIT_LEDGER = cypher(
 # instead of the history; `rebuild_states` derives them from the ledger again.
 _NEWER_STATE = ("s.seq IS NULL OR state.effective_at > s.effective_at "
                 "OR (state.effective_at = s.effective_at AND state.seq > s.seq)")
-_UPSERT_STATE = (f"MERGE (s:ConsentState {{key: state.key}})\n"
-                 f"    FOREACH (newer IN CASE WHEN {_NEWER_STATE} THEN [1] ELSE [] END | SET s += state)")
+# States that exist are updated first; missing ones, and the events, are then created with every
+# property inline: in FalkorDB a SET after a node creation in the same statement costs time in
+# proportion to the graph (docs/architecture.md, "Write statements"). `state` and the state lists
+# hold one entry per key (`states_of`).
+_UPDATE_STATE = ("OPTIONAL MATCH (s:ConsentState {key: state.key})\n"
+                 f"    FOREACH (newer IN CASE WHEN s IS NOT NULL AND ({_NEWER_STATE}) THEN [1] ELSE [] END |"
+                 " SET s += state)")
+_STATE_PROPS = ", ".join(f"{f}: state.{f}" for f in ("key", *STATE_FIELDS))
+EVENT_FIELDS = (*CHAINED_FIELDS, "hash", "payload")
+_EVENT_PROPS = ", ".join(f"{f}: event.{f}" for f in EVENT_FIELDS)
 
 APPEND_EVENT = cypher(
     "consent.append_event",
@@ -114,10 +124,10 @@ APPEND_EVENT = cypher(
     WITH h, dup
     WHERE dup IS NULL AND h.seq = $prev_seq AND h.hash = $prev_hash
     SET h.seq = $event.seq, h.hash = $event.hash
-    CREATE (e:ConsentEvent)
-    SET e += $event
-    WITH e, $state AS state
-    {_UPSERT_STATE}
+    WITH $state AS state, $event AS event
+    {_UPDATE_STATE}
+    FOREACH (missing IN CASE WHEN s IS NULL THEN [1] ELSE [] END | CREATE (:ConsentState {{{_STATE_PROPS}}}))
+    CREATE (e:ConsentEvent {{{_EVENT_PROPS}}})
     RETURN e.seq AS seq
     """,
     write=True,
@@ -130,15 +140,16 @@ APPEND_BATCH = cypher(
     MATCH (h:LedgerHead {{name: 'consent'}})
     WHERE h.seq = $prev_seq AND h.hash = $prev_hash
     SET h.seq = $head_seq, h.hash = $head_hash
-    WITH h
-    UNWIND $events AS event
-    CREATE (e:ConsentEvent)
-    SET e += event
-    WITH count(e) AS written
-    WHERE written > 0
+    WITH count(h) AS moved
+    WHERE moved = 1
     UNWIND $states AS state
-    {_UPSERT_STATE}
-    RETURN written, count(s) AS states
+    {_UPDATE_STATE}
+    WITH moved, collect(CASE WHEN s IS NULL THEN state END) AS missing
+    FOREACH (state IN missing | CREATE (:ConsentState {{{_STATE_PROPS}}}))
+    WITH moved
+    UNWIND $events AS event
+    CREATE (e:ConsentEvent {{{_EVENT_PROPS}}})
+    RETURN count(e) AS written
     """,
     write=True,
 )
@@ -147,8 +158,10 @@ UPSERT_STATES = cypher(
     "consent.upsert_states",
     f"""
     UNWIND $states AS state
-    {_UPSERT_STATE}
-    RETURN count(s) AS states
+    {_UPDATE_STATE}
+    WITH collect(CASE WHEN s IS NULL THEN state END) AS missing, count(*) AS states
+    FOREACH (state IN missing | CREATE (:ConsentState {{{_STATE_PROPS}}}))
+    RETURN states
     """,
     write=True,
 )
@@ -343,6 +356,13 @@ def state_of(event: dict[str, Any]) -> dict[str, Any]:
     return {"key": key, **{f: event.get(f) for f in STATE_FIELDS}}
 
 
+def _check_fields(event: dict[str, Any]) -> None:
+    """Events are created with their fields spelt out (`EVENT_FIELDS`): any other would be lost."""
+    unknown = event.keys() - set(EVENT_FIELDS)
+    if unknown:
+        raise ValueError(f"consent event fields not stored: {sorted(unknown)}")
+
+
 def states_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One state per key: the latest of these events by (effective time, sequence)."""
     latest: dict[str, dict[str, Any]] = {}
@@ -389,7 +409,7 @@ class ConsentStore:
     def ledger_seq(self) -> int:
         """The head's sequence number (0 before the first event): one indexed lookup, read before
         every cached check."""
-        rows = self.graph.run(LEDGER_HEAD, {})
+        rows = self.graph.run(LEDGER_SEQ, {})
         return int(rows[0]["seq"]) if rows else 0
 
     def event_subjects(self, after: int, until: int) -> list[tuple[str, str | None]]:
@@ -405,6 +425,7 @@ class ConsentStore:
         return {r["ref"] for r in self.graph.run(SUBJECT_REFS_WITH_STATE, {})}
 
     def append_event(self, event: dict[str, Any], prev_seq: int, prev_hash: str) -> bool:
+        _check_fields(event)
         rows = self.graph.run(APPEND_EVENT, {"event": event, "prev_seq": prev_seq, "prev_hash": prev_hash,
                                              "request_id": event["request_id"], "state": state_of(event)})
         return bool(rows)
@@ -412,6 +433,8 @@ class ConsentStore:
     def append_batch(self, events: list[dict[str, Any]], prev_seq: int, prev_hash: str) -> bool:
         """Appends already-sealed, consecutive events in one atomic statement (bulk import of
         consent history); false when the head moved meanwhile."""
+        for event in events:
+            _check_fields(event)
         rows = self.graph.run(APPEND_BATCH, {"events": events, "prev_seq": prev_seq, "prev_hash": prev_hash,
                                              "head_seq": events[-1]["seq"], "head_hash": events[-1]["hash"],
                                              "states": states_of(events)})
