@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from services.consent.domain import ledger
 
 NOTICE = hashlib.sha256(b"notice").hexdigest()
@@ -50,3 +52,15 @@ def test_unpack_rejects_untagged_and_non_decimal_fields():
     for bad in ("x", "i5.000000", "i05", "i+5", "i 5", "i5_0", "q"):
         assert ledger.unpack_entries([sep.join([bad, *rest])]) is None
     assert ledger.unpack_entries([sep.join(["n", "n", *rest])]) is None
+
+
+def test_an_event_field_the_store_would_not_keep_is_refused_and_nothing_is_written(store):
+    events = _sealed(2)
+    with pytest.raises(ValueError, match="not stored"):
+        store.append_batch([events[0], {**events[1], "extra": "x"}], 0, ledger.GENESIS)
+    with pytest.raises(ValueError, match="not stored"):
+        store.append_event({**events[0], "extra": "x"}, 0, ledger.GENESIS)
+    assert store.events_page(0, 100) == []
+    # Every field of a sealed event is kept, verbatim.
+    assert store.append_batch(events, 0, ledger.GENESIS)
+    assert store.events_page(0, 100) == events
