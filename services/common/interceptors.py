@@ -14,6 +14,7 @@ import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -71,6 +72,26 @@ def _internal_status() -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[info])
 
 
+class _Method:
+    """What the interceptor records for one method, computed once per method rather than per call:
+    the span's name and attributes and the metric labels (method and status code only)."""
+
+    __slots__ = ("_duration_labels", "name", "span_attributes", "started_labels")
+
+    def __init__(self, method: str):
+        _, svc, name = method.split("/")
+        self.name = method
+        self.span_attributes = {"rpc.system": "grpc", "rpc.service": svc, "rpc.method": name}
+        self.started_labels = {"rpc.method": method}
+        self._duration_labels: dict[grpc.StatusCode, dict[str, str]] = {}
+
+    def duration_labels(self, code: grpc.StatusCode) -> dict[str, str]:
+        labels = self._duration_labels.get(code)
+        if labels is None:
+            labels = self._duration_labels[code] = {"rpc.method": self.name, "rpc.grpc.status_code": code.name}
+        return labels
+
+
 class ServerInterceptor(grpc.ServerInterceptor):
     def __init__(self, service: str, policy: auth.CallerPolicy, *, auth_mode: str, dev_default_caller: str):
         self._service = service
@@ -78,12 +99,23 @@ class ServerInterceptor(grpc.ServerInterceptor):
         self._auth_mode = auth_mode
         self._dev_default = dev_default_caller
         self._metrics = rpc_metrics()
+        # method -> (the handler grpc found, the wrapped handler): grpc asks for the handler on
+        # every call, and registered handlers do not change, so each is wrapped once.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         if method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         if handler.unary_unary:
@@ -103,8 +135,10 @@ class ServerInterceptor(grpc.ServerInterceptor):
             handler.request_deserializer, handler.response_serializer)
 
     def _wrap_unary(self, behaviour: Callable, method: str) -> Callable:
+        info = _Method(method)
+
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            rpc = _Rpc(self, method, context, current_span=True)
+            rpc = _Rpc(self, info, context, current_span=True)
             try:
                 rpc.admit()
                 return behaviour(request, context)
@@ -117,8 +151,10 @@ class ServerInterceptor(grpc.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, behaviour: Callable, method: str) -> Callable:
+        info = _Method(method)
+
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            rpc = _Rpc(self, method, context, current_span=False)
+            rpc = _Rpc(self, info, context, current_span=False)
             try:
                 rpc.admit()
                 yield from behaviour(request, context)
@@ -138,20 +174,19 @@ class _Rpc:
     """The bookkeeping around one RPC. Servicers never call context.abort(): they raise domain
     errors, and `fail` is the one place that turns an error into a status."""
 
-    def __init__(self, owner: ServerInterceptor, method: str, context: grpc.ServicerContext, *,
+    __slots__ = ("caller_token", "code", "context", "context_token", "info", "method", "owner", "span", "start")
+
+    def __init__(self, owner: ServerInterceptor, info: _Method, context: grpc.ServicerContext, *,
                  current_span: bool):
-        self.owner, self.method, self.context = owner, method, context
+        self.owner, self.info, self.method, self.context = owner, info, info.name, context
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
-        _, svc, name = method.split("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": svc, "rpc.method": name}
-        self.span = tracer().start_span(method, kind=SpanKind.SERVER, attributes=attributes)
-        self.span_cm = trace.use_span(self.span, end_on_exit=False) if current_span else None
-        if self.span_cm is not None:
-            self.span_cm.__enter__()
+        self.span = tracer().start_span(info.name, kind=SpanKind.SERVER, attributes=info.span_attributes)
+        # The span becomes the current one (what `trace.use_span` does), so logs carry its ids.
+        self.context_token = otel_context.attach(trace.set_span_in_context(self.span)) if current_span else None
         self.caller_token = None
-        structlog.contextvars.bind_contextvars(rpc_method=method)
-        owner._metrics.started.add(1, {"rpc.method": method})
+        structlog.contextvars.bind_contextvars(rpc_method=info.name)
+        owner._metrics.started.add(1, info.started_labels)
 
     def admit(self) -> None:
         remaining = self.context.time_remaining()
@@ -180,15 +215,17 @@ class _Rpc:
 
     def end(self) -> None:
         elapsed_ms = (time.perf_counter() - self.start) * 1000
-        self.owner._metrics.duration.record(
-            elapsed_ms, {"rpc.method": self.method, "rpc.grpc.status_code": self.code.name})
-        emit = log.info if self.code == grpc.StatusCode.OK else log.warning
-        emit("rpc", grpc_code=self.code.name, duration_ms=round(elapsed_ms, 3))
+        code = self.code
+        self.owner._metrics.duration.record(elapsed_ms, self.info.duration_labels(code))
+        if code == grpc.StatusCode.OK:
+            log.info("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
+        else:
+            log.warning("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
         if self.caller_token is not None:
             auth.reset_current_caller(self.caller_token)
         structlog.contextvars.unbind_contextvars("rpc_method", "caller")
-        if self.span_cm is not None:
-            self.span_cm.__exit__(None, None, None)
+        if self.context_token is not None:
+            otel_context.detach(self.context_token)
         self.span.end()
 
 

@@ -61,5 +61,17 @@ def rpc_metrics() -> RpcMetrics:
     )
 
 
+_tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("tessera")
+    """The service's tracer, looked up once per tracer provider (`trace.get_tracer` costs as much
+    as starting a span, and the interceptor asks for it on every RPC)."""
+    global _tracer
+    provider = trace.get_tracer_provider()
+    cached = _tracer
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    found = provider.get_tracer("tessera")
+    _tracer = (provider, found)
+    return found

@@ -26,49 +26,85 @@ Events = list[dict[str, Any]]
 READ_CHUNK = 1000
 
 
+class _Read:
+    """One head read and the callers sharing it."""
+
+    __slots__ = ("done", "error", "go", "joined", "number", "value")
+
+    def __init__(self, number: int, *, queued: bool):
+        self.number = number
+        self.joined = 0  # callers sharing the read besides the one that runs it
+        self.done = threading.Lock()  # held until the read has its outcome
+        self.done.acquire()
+        self.go: threading.Lock | None = None  # a queued read: held until the read before it ended
+        if queued:
+            self.go = threading.Lock()
+            self.go.acquire()
+        self.value = 0
+        self.error: BaseException | None = None
+
+
 class FreshRead:
     """Single-flight reads that stay linearisable: a caller gets the outcome of a read that started
     after the call did, never one already under way. Callers that arrive during a read wait for
     the next one and share it — its value or its error — so under load one store round trip
-    serves many checks, and a failing store fails them all at once."""
+    serves many checks, and a failing store fails them all at once.
+
+    At most two reads exist: the one under way and the queued one that callers arriving meanwhile
+    join; the queued read begins when the one under way ends, so it began after every caller that
+    joined it arrived. Each waiting caller blocks once, on its read's latch, and is woken once
+    (a condition's notify_all woke every waiter at every read's end, most of them only to wait
+    again, and each wake-up is a thread switch)."""
 
     def __init__(self, read: Callable[[], int]):
         self._read = read
-        self._cond = threading.Condition()
-        self._started = 0  # reads begun
-        self._finished = 0  # number of the newest read that completed, with a value or an error
-        self._running = False
-        self._value = 0
-        self._error: BaseException | None = None  # the newest read's error, if it failed
+        self._lock = threading.Lock()
+        self._numbered = 0  # reads created; they begin in the order of their numbers
+        self._current: _Read | None = None  # the read under way
+        self._queued: _Read | None = None  # the read that begins when the current one ends
         self.waiting = 0  # callers waiting for a read to begin or end
 
     def __call__(self) -> tuple[int, int]:
         """(the read's number, its value); numbers grow with the time reads began."""
-        with self._cond:
-            needed = self._started + 1  # the first read that begins after this call
-            while self._finished < needed:
-                if self._running:
-                    self.waiting += 1
-                    self._cond.wait()
-                    self.waiting -= 1
-                    continue
-                self._running = True
-                self._started += 1
-                mine = self._started
-                self._cond.release()
-                value, error = 0, None
-                try:
-                    value = self._read()
-                except BaseException as exc:  # handed to every caller that shares this read
-                    error = exc
-                finally:
-                    self._cond.acquire()
-                self._running = False
-                self._finished, self._value, self._error = mine, value, error
-                self._cond.notify_all()
-            if self._error is not None:
-                raise self._error
-            return self._finished, self._value
+        with self._lock:
+            if self._current is None:
+                self._numbered += 1
+                mine = self._current = _Read(self._numbered, queued=False)
+                lead = True
+            elif self._queued is not None:
+                mine, lead = self._queued, False
+                mine.joined += 1
+                self.waiting += 1
+            else:
+                self._numbered += 1
+                mine = self._queued = _Read(self._numbered, queued=True)
+                lead = True
+                self.waiting += 1
+        if lead:
+            if mine.go is not None:
+                mine.go.acquire()  # the read before this one ended and made this one current
+            self._run(mine)
+        else:
+            mine.done.acquire()
+            mine.done.release()  # lets the next caller waiting for this read through
+        if mine.error is not None:
+            raise mine.error
+        return mine.number, mine.value
+
+    def _run(self, mine: _Read) -> None:
+        try:
+            mine.value = self._read()
+        except BaseException as exc:  # handed to every caller that shares this read
+            mine.error = exc
+        with self._lock:
+            following = self._current = self._queued
+            self._queued = None
+            # The callers this read releases, and the leader of the next, stop waiting.
+            self.waiting -= mine.joined + (following is not None)
+        mine.done.release()
+        if following is not None:
+            assert following.go is not None
+            following.go.release()
 
 
 @dataclass

@@ -108,18 +108,21 @@ class ScopeCache:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, subject: SubjectRef) -> Scope | None:
+        """The cached scope, marked not fresh."""
         with self.lock:
             hit = self.entries.get(subject)
         if hit and hit[0] > time.monotonic():
-            s = hit[1]
-            return Scope(s.target, s.refs, s.person_ids, s.person_id, fresh=False)
+            return hit[1]
         return None
 
     def put(self, subject: SubjectRef, scope: Scope) -> None:
+        # Kept as `get` hands it out (scopes are immutable), so a hit builds nothing.
+        stale = scope if not scope.fresh else Scope(scope.target, scope.refs, scope.person_ids, scope.person_id,
+                                                    fresh=False)
         with self.lock:
             if len(self.entries) > 200_000:
                 self.entries.clear()
-            self.entries[subject] = (time.monotonic() + self.ttl_seconds, scope)
+            self.entries[subject] = (time.monotonic() + self.ttl_seconds, stale)
 
     def forget_persons(self, person_ids: set[str]) -> None:
         with self.lock:
@@ -293,21 +296,43 @@ class ConsentService:
 
     def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None = None
               ) -> tuple[policy.Decision, str | None]:
-        return self.check_many([subject], purpose_id, channel, at_ms)[0]
+        """One subject: `check_many` for a batch of one, without the batch's bookkeeping."""
+        prepared = self._prepare(purpose_id, channel, at_ms)
+        if prepared[0] is None:
+            return prepared[3]
+        purpose, versions, generation, at = prepared
+        scope = self.cache.get(subject)
+        if scope is None:
+            scope = self._scopes([subject])[0]
+        if scope is None:
+            return self._decide(purpose, versions, None, {}, {}, channel, at)
+        by_ref = self.events.latest_events(list(scope.refs), purpose_id, at, generation)
+        by_person = ({} if scope.fresh else
+                     self.events.person_events(list(scope.person_ids), purpose_id, at, generation))
+        return self._decide(purpose, versions, scope, by_ref, by_person, channel, at)
+
+    def _prepare(self, purpose_id: str, channel: str | None, at_ms: int | None) -> tuple[Any, Any, Any, Any]:
+        """(purpose, versions, generation, time) for checks of one purpose; for a purpose that does
+        not exist (None, None, None, the decision for every subject)."""
+        at = at_ms or self.clock()
+        try:
+            purpose = self.current_purpose(purpose_id)
+        except NotFound:
+            return None, None, None, (policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)
+        # Only checks of the present are served from memory; a past time reads the ledger.
+        generation = self.events.sync() if at_ms is None else None
+        versions: policy.Versions = {1: purpose} if purpose.version == 1 else self._version_of(purpose_id)
+        return purpose, versions, generation, at
 
     def check_many(self, subjects: list[SubjectRef], purpose_id: str, channel: str | None,
                    at_ms: int | None = None) -> list[tuple[policy.Decision, str | None]]:
         """Checks subjects for one purpose: scopes from the cache or one identity call per thousand
         subjects, the ledger read once per thousand refs. Large batches go in chunks of a thousand,
         two at a time, so that one chunk's identity call overlaps the other's ledger read."""
-        at = at_ms or self.clock()
-        try:
-            purpose = self.current_purpose(purpose_id)
-        except NotFound:
-            return [(policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)] * len(subjects)
-        # Only checks of the present are served from memory; a past time reads the ledger.
-        generation = self.events.sync() if at_ms is None else None
-        versions: policy.Versions = {1: purpose} if purpose.version == 1 else self._version_of(purpose_id)
+        prepared = self._prepare(purpose_id, channel, at_ms)
+        if prepared[0] is None:
+            return [prepared[3]] * len(subjects)
+        purpose, versions, generation, at = prepared
 
         def check_chunk(chunk: list[SubjectRef]) -> list[tuple[policy.Decision, str | None]]:
             scopes = self._scopes(chunk)
@@ -340,12 +365,14 @@ class ConsentService:
                 channel: str | None, at: int) -> tuple[policy.Decision, str | None]:
         if scope is None:
             return policy.decide(purpose, {}, [], {}, target=None, channel=channel, at_ms=at), None
-        refs = dict(scope.refs)
-        events = [e for ref in refs for e in by_ref.get(ref, [])]
+        refs = scope.refs  # copied before anything is added: scopes are shared through the cache
+        events = [e for ref in refs for e in by_ref.get(ref, ())]
         if not scope.fresh:
             for pid in scope.person_ids:
-                for event in by_person.get(pid, []):
+                for event in by_person.get(pid, ()):
                     if event["subject_ref"] not in scope.refs:
+                        if refs is scope.refs:
+                            refs = dict(refs)
                         refs.setdefault(event["subject_ref"], "unknown")
                         events.append(event)
         target = None if scope.target.startswith("person:") else scope.target

@@ -316,3 +316,49 @@ def test_the_latest_of_many_decisions_decides(identity, consent):
     assert result.expire_time.seconds == base.seconds + 7 * 3600
     history = consent.ListConsentRecords(cpb.ListConsentRecordsRequest(subject=acct("app", "L1")))
     assert result.deciding_record == history.consent_records[-1].name
+
+
+def test_single_checks_answer_as_a_batch_of_one_does_before_and_after_scopes_are_cached(identity, consent):
+    """CheckConsent takes a shorter path than BatchCheckConsent; both must decide alike, for fresh
+    and cached scopes, and a cached scope must still see a withdrawal recorded on an account that
+    was linked to the person after the scope was cached (through the person's id)."""
+    link(identity, "webshop", "S1", "sina@example.org", given="Sina")
+    person = link(identity, "newsletter", "S2", "sina@example.org", given="Sina").person
+    link(identity, "app", "S3", given="Udo", birth="1970-02-02")
+    offers = "purposes/personalised-offers"  # consent, on email, push, in-app and personalisation
+    grant(consent, acct("webshop", "S1"), purpose=offers)
+    grant(consent, acct("app", "S3"), purpose=offers, channel=cpb.CHANNEL_PUSH)
+    email = subject_pb2.Subject(identifier=subject_pb2.Identifier(kind=subject_pb2.IDENTIFIER_KIND_EMAIL,
+                                                                  value="sina@example.org"))
+    subjects = [acct("webshop", "S1"), acct("newsletter", "S2"), acct("app", "S3"), acct("webshop", "nobody"),
+                email, subject_pb2.Subject(person=person.name)]
+    cases = [(purpose, channel) for purpose in (offers, "purposes/order-fulfilment", "purposes/no-such-purpose")
+             for channel in (cpb.CHANNEL_UNSPECIFIED, cpb.CHANNEL_EMAIL, cpb.CHANNEL_PUSH, cpb.CHANNEL_SMS)]
+
+    def answers() -> list[list[tuple]]:
+        out = []
+        for purpose, channel in cases:
+            single = [check(consent, s, purpose=purpose, channel=channel) for s in subjects]
+            batch = consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=subjects, purpose=purpose,
+                                                                            channel=channel)).results
+            assert [r.SerializeToString(deterministic=True) for r in single] == \
+                [r.SerializeToString(deterministic=True) for r in batch]
+            out.append([(r.allowed, r.reason) for r in single])
+        return out
+
+    first = answers()  # scopes resolved now
+    assert first[1][:4] == [(True, "consent_granted"), (True, "consent_granted"), (False, "no_consent_recorded"),
+                            (False, "no_consent_recorded")]
+    assert first[2][2] == (True, "consent_granted")  # the push-only grant, checked for push
+    assert first[3][0] == (False, "channel_not_allowed_for_purpose")
+    assert first[4][0] == (True, "lawful_basis:contract")
+    assert first[8][0] == (False, "unknown_purpose")
+    assert answers() == first  # the same from cached scopes
+    # A new account of Sina's person, unknown to the cached scopes, and a withdrawal recorded on it.
+    link(identity, "loyalty", "S4", "sina@example.org", given="Sina")
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("loyalty", "S4"), purpose=offers,
+                                                       provenance=PROV))
+    after = answers()
+    assert after[1][0] == (False, "withdrawn")
+    assert after[1][1] == (False, "withdrawn")
+    assert after[2][2] == (True, "consent_granted")  # another person: untouched

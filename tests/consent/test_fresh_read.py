@@ -132,3 +132,77 @@ def test_a_failed_read_reaches_its_caller_and_the_next_caller_reads_again():
     with pytest.raises(RuntimeError, match="store down"):
         head()
     assert head() == (2, 5)
+
+
+def test_a_caller_arriving_while_the_queued_read_runs_waits_for_a_third_one():
+    """Read 1 under way; A and B queue for read 2; while read 2 runs, C arrives and must not share
+    it (it began before C arrived): C gets read 3, which sees what landed during read 2."""
+    store = GatedStore()
+    head = FreshRead(store.read)
+    store.gate.clear()
+    out: dict[str, tuple[int, int]] = {}
+
+    def call(name: str) -> threading.Thread:
+        t = threading.Thread(target=lambda: out.__setitem__(name, head()))
+        t.start()
+        return t
+
+    first = call("first")
+    assert store.entered.acquire(timeout=5)  # read 1 begun, head 0
+    store.head = 1
+    queued = [call("a"), call("b")]
+    wait_until(lambda: head.waiting == 2)
+    store.gate.set()
+    store.gate.clear()  # read 2 is held open once it has begun
+    first.join(5)
+    assert store.entered.acquire(timeout=5)  # read 2 begun (head 1)
+    store.head = 2
+    late = call("c")
+    wait_until(lambda: head.waiting == 2)  # one of a, b runs read 2; the other waits for it, c for read 3
+    store.gate.set()
+    for t in [*queued, late]:
+        t.join(5)
+    assert out == {"first": (1, 0), "a": (2, 1), "b": (2, 1), "c": (3, 2)}
+    assert store.reads == 3
+    assert head.waiting == 0
+
+
+def test_under_contention_every_caller_sees_a_head_at_least_as_new_as_at_its_arrival():
+    """Many threads; the head moves all the time. Each caller notes the head before calling (what
+    a write that completed before the check arrived left behind) and must get at least that."""
+    lock = threading.Lock()
+    state = {"head": 0, "reads": 0}
+
+    def read() -> int:
+        with lock:
+            state["reads"] += 1
+            value = state["head"]
+        time.sleep(0.0005)  # a round trip, during which others arrive
+        return value
+
+    head = FreshRead(read)
+    violations: list[tuple[int, int]] = []
+    numbers: list[list[int]] = []
+
+    def worker() -> None:
+        seen: list[int] = []
+        for _ in range(200):
+            with lock:
+                state["head"] += 1  # a write lands, then this check arrives
+                floor = state["head"]
+            number, value = head()
+            if value < floor:
+                violations.append((floor, value))
+            seen.append(number)
+        numbers.append(seen)
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not violations
+    assert all(seen == sorted(seen) for seen in numbers)  # one caller's reads only move forward
+    assert len(numbers) == 12
+    assert state["reads"] < 12 * 200  # reads were shared
+    assert head.waiting == 0

@@ -290,3 +290,38 @@ def test_sealed_ledger_events_are_accepted():
     assert check([grant, withdraw], channel="email").allowed
     d = check([grant, withdraw], channel="sms")
     assert (d.allowed, d.reason, d.deciding_event_id) == (False, "withdrawn", "w")
+
+
+class _Record:
+    """An event as an object with attributes (ConsentEvent-like), read through the generic path."""
+
+    def __init__(self, fields: dict):
+        self.__dict__.update(fields)
+
+
+def test_stored_records_and_objects_with_the_same_fields_decide_alike():
+    """Plain dicts (what the store returns) take a shorter path than other records; it must read
+    the same fields with the same fallbacks (effective_at_ms, recorded_at, expires_at_ms)."""
+    histories = [
+        [ev("grant", "account:a"), ev("withdraw", "account:b", at=NOW - 500)],
+        [ev("grant", "account:a", expires=NOW - 1), ev("grant", "account:b", expires=NOW + 10_000)],
+        [ev("grant", "account:a", channel="sms"), ev("objection", "account:p")],
+        [ev("restriction", "account:b"), ev("restriction_lifted", "account:b", at=NOW - 10)],
+        [ev("grant", "account:a", version=1), ev("deny", "account:p", at=NOW + 5)],
+    ]
+    aliased = {"seq": 99, "event_id": "alias", "kind": "grant", "subject_ref": "account:a",
+               "purpose_id": "newsletter-email", "purpose_version": None, "channel": "",
+               "effective_at": None, "effective_at_ms": None, "recorded_at": NOW - 7,
+               "expires_at": None, "expires_at_ms": NOW + 99}
+    histories.append([aliased])
+    histories.append([{**aliased, "purpose_id": "another-purpose"}])
+    wider = purpose(version=2, categories=("contact", "profile"))
+    for events, channel, p in itertools.product(histories, (None, "email", "sms"), (purpose(), wider)):
+        versions = {1: purpose(), 2: wider}
+        as_dicts = check(events, channel=channel, p=p, versions=versions)
+        as_objects = check([_Record(e) for e in events], channel=channel, p=p, versions=versions)
+        assert as_dicts == as_objects
+    alias = check([aliased], channel="email")
+    assert (alias.allowed, alias.deciding_event_id, alias.expires_at_ms) == (True, "alias", NOW + 99)
+    assert check([{**aliased, "purpose_id": "another-purpose"}]).reason == "no_consent_recorded"
+    assert check([aliased], channel="push").reason == "channel_not_allowed_for_purpose"

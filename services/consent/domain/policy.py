@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from services.consent.domain.purposes import LawfulBasis, Purpose, requires_fresh_consent
@@ -51,6 +52,9 @@ GRANT, DENY, WITHDRAW = "grant", "deny", "withdraw"
 OBJECTION, RESTRICTION, RESTRICTION_LIFTED, ERASURE = "objection", "restriction", "restriction_lifted", "erasure"
 DEFAULT_PROPAGATION = frozenset({"deterministic", "verified", "manual"})
 ASSURANCE_LEVELS = ("deterministic", "verified", "manual", "probabilistic", "review")
+_RESTRICTION_KINDS = frozenset({RESTRICTION, RESTRICTION_LIFTED})
+_GRANT_KINDS = frozenset({GRANT})
+_ERASURE_KINDS = frozenset({ERASURE})
 OBJECTION_STOPS = frozenset({LawfulBasis.CONSENT, LawfulBasis.LEGITIMATE_INTERESTS, LawfulBasis.PUBLIC_TASK})
 
 Versions = Mapping[int, Purpose] | Callable[[int], Purpose | None]
@@ -90,8 +94,28 @@ def _field(event: Any, *names: str) -> Any:
     return None
 
 
+def _first(event: dict[str, Any], *names: str) -> Any:
+    """`_field` for a plain dict (what the store returns), without the type checks."""
+    get = event.get
+    for name in names:
+        value = get(name)
+        if value is not None:
+            return value
+    return None
+
+
 def _view(event: Any, purpose_id: str) -> _Event | None:
     """A stored record, ConsentEvent or any object with those fields; None for other purposes."""
+    if type(event) is dict:  # stored records: the check path's case, read as `_field` reads them
+        get = event.get
+        if get("purpose_id") != purpose_id:
+            return None
+        effective = _first(event, "effective_at", "effective_at_ms", "recorded_at", "recorded_at_ms")
+        expires = _first(event, "expires_at", "expires_at_ms")
+        version = get("purpose_version")
+        return _Event((int(effective or 0), int(get("seq") or 0)), str(get("kind")), str(get("subject_ref")),
+                      get("channel") or None, get("event_id"), int(version) if version else None,
+                      int(expires) if expires else None)
     if _field(event, "purpose_id") != purpose_id:
         return None
     effective = _field(event, "effective_at", "effective_at_ms", "recorded_at", "recorded_at_ms")
@@ -100,6 +124,12 @@ def _view(event: Any, purpose_id: str) -> _Event | None:
     return _Event((int(effective or 0), int(_field(event, "seq") or 0)), str(_field(event, "kind")),
                   str(_field(event, "subject_ref")), _field(event, "channel") or None, _field(event, "event_id"),
                   int(version) if version else None, int(expires) if expires else None)
+
+
+@lru_cache(maxsize=1024)
+def _channel_values(channels: frozenset[Any]) -> frozenset[str]:
+    """A purpose's channels as plain values (channels are Channel members or strings)."""
+    return frozenset(getattr(c, "value", c) for c in channels)
 
 
 def _latest(events: list[_Event], kinds: frozenset[str] | set[str]) -> _Event | None:
@@ -134,7 +164,7 @@ def decide(
     version, basis = purpose.version, purpose.lawful_basis
     if not scope:
         return Decision(False, "unknown_subject", basis, None, version)
-    if channel and channel not in {getattr(c, "value", c) for c in purpose.channels}:
+    if channel and channel not in _channel_values(frozenset(purpose.channels)):
         return Decision(False, "channel_not_allowed_for_purpose", basis, None, version)
 
     by_ref: dict[str, list[_Event]] = {}
@@ -152,7 +182,7 @@ def decide(
 
     # 2. restriction, anywhere on the person
     for ref_events in by_ref.values():
-        latest = _latest([e for e in ref_events if restrictive_sees(e)], {RESTRICTION, RESTRICTION_LIFTED})
+        latest = _latest([e for e in ref_events if restrictive_sees(e)], _RESTRICTION_KINDS)
         if latest and latest.kind == RESTRICTION:
             return Decision(False, "restricted", basis, latest.event_id, version)
     # 3. objection, anywhere on the person, lifted by a later grant on that account
@@ -184,8 +214,8 @@ def decide(
     grants = []
     for ref in usable:
         ref_events = by_ref.get(ref, [])
-        grant = _latest([e for e in ref_events if e.kind == GRANT and grant_counts(e)], {GRANT})
-        erased = _latest(ref_events, {ERASURE})
+        grant = _latest([e for e in ref_events if e.kind == GRANT and grant_counts(e)], _GRANT_KINDS)
+        erased = _latest(ref_events, _ERASURE_KINDS)
         if grant and not (erased and erased.when > grant.when):
             grants.append(grant)
     if not grants:

@@ -1,0 +1,122 @@
+"""The server interceptor on a real gRPC server: one server span per call, made current so that
+the handler's log lines and the access line carry its trace and span ids; domain errors mapped to
+statuses; handlers wrapped once per method and reused."""
+
+from __future__ import annotations
+
+import io
+import json
+from concurrent import futures
+
+import grpc
+import pytest
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from services.common import auth, telemetry
+from services.common.errors import NotFound
+from services.common.falkordb_server import free_port
+from services.common.interceptors import ServerInterceptor
+from tests.helpers import error_details
+
+METHOD = "/test.Echo/Say"
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """Finished spans of this test, from the process's SDK tracer provider (set here if none is)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "another tracer provider is installed"
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
+
+
+@pytest.fixture
+def echo(log_buffer: io.StringIO, spans: InMemorySpanExporter):
+    log = structlog.get_logger("test.echo")
+
+    def say(request: bytes, context: grpc.ServicerContext) -> bytes:
+        log.info("said", size=len(request))
+        if request == b"missing":
+            raise NotFound("no such thing", reason="THING_NOT_FOUND")
+        return request
+
+    interceptor = ServerInterceptor("test", auth.CallerPolicy.load("", dev_mode=True), auth_mode="dev",
+                                    dev_default_caller="tessera-dev")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[interceptor])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "test.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)})])
+    port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield interceptor, channel.unary_unary(METHOD)
+    finally:
+        channel.close()
+        server.stop(0)
+
+
+def lines(buffer: io.StringIO, event: str) -> list[dict]:
+    return [line for line in map(json.loads, buffer.getvalue().splitlines()) if line.get("event") == event]
+
+
+def test_each_call_has_a_server_span_whose_ids_its_log_lines_carry(echo, spans, log_buffer):
+    _interceptor, say = echo
+    assert say(b"one", metadata=[("x-tessera-caller", "profile")]) == b"one"
+    assert say(b"two") == b"two"
+    with pytest.raises(grpc.RpcError) as failed:
+        say(b"missing")
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(failed.value)[0] == "THING_NOT_FOUND"
+
+    finished = spans.get_finished_spans()
+    assert [s.name for s in finished] == [METHOD] * 3
+    assert all(s.kind == SpanKind.SERVER for s in finished)
+    assert all(dict(s.attributes) == {"rpc.system": "grpc", "rpc.service": "test.Echo", "rpc.method": "Say"}
+               for s in finished)
+    assert [s.status.status_code for s in finished] == [StatusCode.UNSET, StatusCode.UNSET, StatusCode.ERROR]
+    assert finished[2].status.description == "THING_NOT_FOUND"
+    ids = [(format(s.context.trace_id, "032x"), format(s.context.span_id, "016x")) for s in finished]
+    assert len(set(ids)) == 3  # a span of its own per call
+
+    said = lines(log_buffer, "said")
+    assert [(line["trace_id"], line["span_id"]) for line in said] == ids
+    assert [line["caller"] for line in said] == ["profile", "tessera-dev", "tessera-dev"]
+    assert all(line["rpc_method"] == METHOD for line in said)
+    access = lines(log_buffer, "rpc")
+    assert [(line["trace_id"], line["span_id"]) for line in access] == ids
+    assert [(line["level"], line["grpc_code"]) for line in access] == [("info", "OK"), ("info", "OK"),
+                                                                      ("warning", "NOT_FOUND")]
+
+
+def test_a_method_is_wrapped_once_and_the_wrapper_reused(echo):
+    interceptor, say = echo
+    for _ in range(3):
+        say(b"x")
+    assert list(interceptor._wrapped) == [METHOD]
+    found, wrapped = interceptor._wrapped[METHOD]
+
+    class Details:
+        method = METHOD
+
+    assert interceptor.intercept_service(lambda _details: found, Details()) is wrapped
+    other = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    replaced = interceptor.intercept_service(lambda _details: other, Details())
+    assert replaced is not wrapped  # a new handler is wrapped anew
+    assert replaced.unary_unary is not other.unary_unary
+    assert interceptor.intercept_service(lambda _details: None, Details()) is None
+
+
+def test_the_tracer_is_looked_up_once_per_provider(spans):
+    assert telemetry.tracer() is telemetry.tracer()
+    assert telemetry._tracer is not None
+    assert telemetry._tracer[0] is trace.get_tracer_provider()
