@@ -276,16 +276,16 @@ EVENTS_PAGE = cypher(
 )
 
 
-def _packed_field(name: str) -> str:
+def _packed_field(name: str, var: str = "e") -> str:
     """One field of the packed form (services/consent/domain/ledger.py, `PACKED_FIELDS`): tagged by
     its stored type, so a value of another type is never mistaken for the one sealed. Only
     `toString(x) = x` holds for a string, only `toInteger(x) = x` for an integer (or an integral
     float, whose text is no decimal integer and so stays unpackable); a list makes the statement
     fail, and the caller falls back to full records."""
+    f = f"{var}.{name}"
     if name in INTEGER_FIELDS:
-        return (f"CASE WHEN toInteger(e.{name}) = e.{name} THEN 'i' + toString(e.{name}) "
-                f"WHEN e.{name} IS NULL THEN 'n' ELSE 'x' END")
-    return f"CASE WHEN toString(e.{name}) = e.{name} THEN 's' + e.{name} WHEN e.{name} IS NULL THEN 'n' ELSE 'x' END"
+        return f"CASE WHEN toInteger({f}) = {f} THEN 'i' + toString({f}) WHEN {f} IS NULL THEN 'n' ELSE 'x' END"
+    return f"CASE WHEN toString({f}) = {f} THEN 's' + {f} WHEN {f} IS NULL THEN 'n' ELSE 'x' END"
 
 
 # Verification reads the whole ledger: one string per event rather than a map of ~20 values, because
@@ -296,6 +296,42 @@ PACKED_EVENTS_PAGE = cypher(
     + "\n  + $sep + ".join(_packed_field(name) for name in PACKED_FIELDS)
     + " AS packed\nORDER BY e.seq",
 )
+
+# Checks read states in the same packed form (one string per state; see PACKED_EVENTS_PAGE), and
+# fall back to the map form for any chunk that does not unpack.
+LATEST_STATES_PACKED = cypher(
+    "consent.latest_states_packed",
+    "UNWIND $refs AS ref\nMATCH (s:ConsentState {subject_ref: ref})\nWHERE s.purpose_id = $purpose_id\nRETURN "
+    + "\n  + $sep + ".join(_packed_field(name, "s") for name in STATE_FIELDS)
+    + " AS packed",
+)
+
+
+def unpack_states(packed: list[str]) -> list[dict[str, Any]] | None:
+    """States from LATEST_STATES_PACKED; None if any of them is not in the packed form."""
+    out = []
+    width = len(STATE_FIELDS)
+    for text in packed:
+        parts = text.split(PACK_SEPARATOR)
+        if len(parts) != width:
+            return None
+        state: dict[str, Any] = {}
+        for name, part in zip(STATE_FIELDS, parts, strict=True):
+            tag = part[:1]
+            if tag == "s":
+                state[name] = part[1:]
+            elif tag == "n":
+                state[name] = None
+            elif tag == "i":
+                try:
+                    state[name] = int(part[1:])
+                except ValueError:
+                    return None
+            else:
+                return None
+        out.append(state)
+    return out
+
 
 SHRED_EVENTS = cypher(
     "consent.shred_events",
@@ -458,8 +494,11 @@ class ConsentStore:
         if not self.read_states:
             rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id, "at": at_ms})
             return [r["event"] for r in rows]
-        rows = self.graph.run(LATEST_STATES_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})
-        states = [r["event"] for r in rows]
+        packed = self.graph.run(LATEST_STATES_PACKED, {"refs": refs, "purpose_id": purpose_id, "sep": PACK_SEPARATOR})
+        states = unpack_states([r["packed"] for r in packed])
+        if states is None:
+            rows = self.graph.run(LATEST_STATES_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})
+            states = [r["event"] for r in rows]
         later = sorted({s["subject_ref"] for s in states if s["effective_at"] > at_ms})
         if not later:
             return states

@@ -64,3 +64,28 @@ def test_an_event_field_the_store_would_not_keep_is_refused_and_nothing_is_writt
     # Every field of a sealed event is kept, verbatim.
     assert store.append_batch(events, 0, ledger.GENESIS)
     assert store.events_page(0, 100) == events
+
+
+def test_checks_read_states_packed_exactly_as_the_map_form(store):
+    from services.consent.store import LATEST_STATES_FOR_SUBJECTS, LATEST_STATES_PACKED, unpack_states
+
+    events = _sealed(len(HOSTILE) * 2, subject_ref="account:" + HOSTILE[0])
+    assert store.append_batch(events, 0, ledger.GENESIS)
+    refs = ["account:" + HOSTILE[0], "account:none"]
+    by_map = store.graph.run(LATEST_STATES_FOR_SUBJECTS, {"refs": refs, "purpose_id": "newsletter-email"})
+    packed = store.graph.run(LATEST_STATES_PACKED, {"refs": refs, "purpose_id": "newsletter-email",
+                                                    "sep": ledger.PACK_SEPARATOR})
+    assert unpack_states([r["packed"] for r in packed]) is not None  # this read takes the packed path
+    store.read_states = True
+    read = store.latest_events(refs, "newsletter-email", 1_900_000_000_000)
+    key = lambda s: (s["kind"], s["channel"] or "")  # noqa: E731
+    assert sorted(read, key=key) == sorted((r["event"] for r in by_map), key=key)
+    assert {s["channel"] for s in read} == {"email", None}
+
+
+def test_a_state_holding_the_separator_is_read_in_the_map_form(store):
+    sealed = _sealed(1, subject_ref="account:x", event_id="ev" + ledger.PACK_SEPARATOR + "1")
+    assert store.append_batch(sealed, 0, ledger.GENESIS)
+    store.read_states = True
+    read = store.latest_events(["account:x"], "newsletter-email", 1_900_000_000_000)
+    assert [s["event_id"] for s in read] == ["ev" + ledger.PACK_SEPARATOR + "1"]

@@ -20,6 +20,9 @@ log = structlog.get_logger("tessera.graph")
 _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, ConnectionError, OSError)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, OrderedDict | dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -61,7 +64,9 @@ class FalkorDBGraph:
                     raise Aborted("a concurrent write conflicted; retry", reason="GRAPH_CONFLICT") from exc
                 raise GraphQueryError(f"graph statement {statement.name} failed") from exc
             names = [h[1] for h in result.header]
-            return [dict(zip(names, (_plain(v) for v in row), strict=True)) for row in result.result_set]
+            # Most values are scalars; only maps and lists need converting (this runs per value).
+            return [{name: value if value.__class__ in _SCALARS else _plain(value)
+                     for name, value in zip(names, row, strict=True)} for row in result.result_set]
 
         return with_retries(call, attempts=self._retries, statement=statement.name)
 
