@@ -41,6 +41,10 @@ COLLECTION_METHODS = {"web_form", "app", "till", "call_centre", "import", "gpc"}
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 APPEND_ATTEMPTS = 20
 CHECK_CHUNK = 1000
+# Chunks of a batch in flight at once: while one waits for identity, others decide. Three beat two
+# (batch of 10k, cold scopes: 0.71-0.77 s against 0.80-0.88 s, measured 2026-12-02); four were no
+# better than three.
+BATCH_WORKERS = 3
 
 
 def now_ms() -> int:
@@ -328,7 +332,7 @@ class ConsentService:
                    at_ms: int | None = None) -> list[tuple[policy.Decision, str | None]]:
         """Checks subjects for one purpose: scopes from the cache or one identity call per thousand
         subjects, the ledger read once per thousand refs. Large batches go in chunks of a thousand,
-        two at a time, so that one chunk's identity call overlaps the other's ledger read."""
+        `BATCH_WORKERS` at a time, so that identity calls overlap the other chunks' ledger reads."""
         prepared = self._prepare(purpose_id, channel, at_ms)
         if prepared[0] is None:
             return [prepared[3]] * len(subjects)
@@ -347,7 +351,7 @@ class ConsentService:
         if len(subjects) <= CHECK_CHUNK:
             return check_chunk(subjects)
         chunks = [subjects[start:start + CHECK_CHUNK] for start in range(0, len(subjects), CHECK_CHUNK)]
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-check") as pool:
+        with ThreadPoolExecutor(max_workers=BATCH_WORKERS, thread_name_prefix="batch-check") as pool:
             return [result for part in pool.map(check_chunk, chunks) for result in part]
 
     def _version_of(self, purpose_id: str) -> Callable[[int], Purpose | None]:
