@@ -16,7 +16,13 @@ import structlog
 
 from services.common.graph.port import GraphClient, GraphQueryError, Schema
 from services.common.graph.statements import Statement, cypher
-from services.consent.domain.ledger import CHAINED_FIELDS, INTEGER_FIELDS, PACK_SEPARATOR, PACKED_FIELDS
+from services.consent.domain.ledger import (
+    CHAINED_FIELDS,
+    INTEGER_FIELDS,
+    PACK_SEPARATOR,
+    PACKED_FIELDS,
+    unpack_values,
+)
 
 log = structlog.get_logger("tessera.consent")
 
@@ -310,26 +316,11 @@ LATEST_STATES_PACKED = cypher(
 def unpack_states(packed: list[str]) -> list[dict[str, Any]] | None:
     """States from LATEST_STATES_PACKED; None if any of them is not in the packed form."""
     out = []
-    width = len(STATE_FIELDS)
     for text in packed:
-        parts = text.split(PACK_SEPARATOR)
-        if len(parts) != width:
+        values = unpack_values(text, len(STATE_FIELDS))
+        if values is None:
             return None
-        state: dict[str, Any] = {}
-        for name, part in zip(STATE_FIELDS, parts, strict=True):
-            tag = part[:1]
-            if tag == "s":
-                state[name] = part[1:]
-            elif tag == "n":
-                state[name] = None
-            elif tag == "i":
-                try:
-                    state[name] = int(part[1:])
-                except ValueError:
-                    return None
-            else:
-                return None
-        out.append(state)
+        out.append(dict(zip(STATE_FIELDS, values, strict=True)))
     return out
 
 

@@ -58,7 +58,7 @@ def _account_edges(verb: str) -> str:
 
 # Properties are set on nodes that exist before anything is created; what is missing is created
 # with its properties inline (see `_account_edges`).
-_PERSON_OF_ACCOUNT = """
+_TOUCH_KNOWN_PERSON = """
     FOREACH (ignored IN CASE WHEN known IS NULL THEN [] ELSE [1] END | SET known.updated_at = $now)
 """
 _CREATE_PERSON = """
@@ -71,7 +71,7 @@ UPSERT_ACCOUNT = cypher(
     """
     OPTIONAL MATCH (known:Person {id: $person_id})
     OPTIONAL MATCH (existing:Account {id: $account_id})
-    """ + _PERSON_OF_ACCOUNT + """
+    """ + _TOUCH_KNOWN_PERSON + """
     FOREACH (ignored IN CASE WHEN existing IS NULL THEN [] ELSE [1] END |
       SET existing.updated_at = $now, existing.ref = $ref, existing.attrs = $attrs, existing.bucket = $bucket,
           existing.staged = null)
@@ -115,7 +115,7 @@ CREATE_ACCOUNT = cypher(
     WITH count(existing) AS found
     WHERE found = 0
     OPTIONAL MATCH (known:Person {id: $person_id})
-    """ + _PERSON_OF_ACCOUNT + _CREATE_PERSON + """
+    """ + _TOUCH_KNOWN_PERSON + _CREATE_PERSON + """
     WITH count(*) AS written
     MATCH (p:Person {id: $person_id})
     CREATE (a:Account {id: $account_id, created_at: $now, updated_at: $now, source: $source, ref: $ref,

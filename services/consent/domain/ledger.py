@@ -263,38 +263,46 @@ def chain_entry(event: Any) -> ChainEntry:
             event.get("payload_sha256") or "", canonical(event))
 
 
+def unpack_values(text: str, width: int) -> list[Any] | None:
+    """The `width` values of one packed string (tagged "s" text, "i" decimal integer, "n" null;
+    see `PACKED_FIELDS`); None if it is not in the packed form."""
+    parts = text.split(PACK_SEPARATOR)
+    if len(parts) != width:
+        return None
+    values: list[Any] = []
+    for part in parts:
+        tag = part[:1]
+        if tag == "s":
+            values.append(part[1:])
+        elif tag == "n":
+            values.append(None)
+        elif tag == "i":
+            digits = part[1:]
+            try:
+                value = int(digits)
+            except ValueError:
+                return None
+            if repr(value) != digits:  # the decimal form the canonical JSON has, nothing else
+                return None
+            values.append(value)
+        else:
+            return None
+    return values
+
+
 def unpack_entries(packed: Sequence[str]) -> list[ChainEntry] | None:
     """The chain entries of packed events (see `PACKED_FIELDS`), with the same canonical bytes
     `canonical` gives for the record; None if any of them is not in the packed form."""
     entries = []
-    width, template, separator, body_end = len(PACKED_FIELDS), _CANONICAL_TEMPLATE, PACK_SEPARATOR, _BODY
+    width, template, body_end = len(PACKED_FIELDS), _CANONICAL_TEMPLATE, _BODY
     for text in packed:
-        parts = text.split(separator)
-        if len(parts) != width:
+        values = unpack_values(text, width)
+        if values is None:
             return None
-        values: list[Any] = []
-        encoded: list[str] = []
-        for part in parts:
-            tag = part[:1]
-            if tag == "s":
-                value = part[1:]
-                encoded.append(encode_basestring(value))
-            elif tag == "n":
-                value = None
-                encoded.append("null")
-            elif tag == "i":
-                digits = part[1:]
-                try:
-                    value = int(digits)
-                except ValueError:
-                    return None
-                if repr(value) != digits:  # the decimal form the canonical JSON has, nothing else
-                    return None
-                encoded.append(digits)
-            else:
-                return None
-            values.append(value)
-        body = (template % tuple(encoded[:body_end])).encode("utf-8")
+        # Strings as JSON strings, null, and integers in the decimal form `unpack_values` checked.
+        encoded = tuple(encode_basestring(v) if v.__class__ is str else "null" if v is None else repr(v)
+                        for v in values[:body_end])
+        body = (template % encoded).encode("utf-8")
         entries.append((values[_SEQ], values[_PREV], values[_HASH], values[_PAYLOAD], values[_DIGEST] or "", body))
     return entries
 
