@@ -174,11 +174,11 @@ class _Rpc:
     """The bookkeeping around one RPC. Servicers never call context.abort(): they raise domain
     errors, and `fail` is the one place that turns an error into a status."""
 
-    __slots__ = ("caller_token", "code", "context", "context_token", "info", "method", "owner", "span", "start")
+    __slots__ = ("caller_token", "code", "context", "context_token", "info", "owner", "span", "start")
 
     def __init__(self, owner: ServerInterceptor, info: _Method, context: grpc.ServicerContext, *,
                  current_span: bool):
-        self.owner, self.info, self.method, self.context = owner, info, info.name, context
+        self.owner, self.info, self.context = owner, info, context
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
         self.span = tracer().start_span(info.name, kind=SpanKind.SERVER, attributes=info.span_attributes)
