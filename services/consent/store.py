@@ -436,8 +436,8 @@ class ConsentStore:
     def ledger_seq(self) -> int:
         """The head's sequence number (0 before the first event): one indexed lookup, read before
         every cached check."""
-        rows = self.graph.run(LEDGER_SEQ, {})
-        return int(rows[0]["seq"]) if rows else 0
+        seq = self.graph.value(LEDGER_SEQ)
+        return int(seq) if seq is not None else 0
 
     def event_subjects(self, after: int, until: int) -> list[tuple[str, str | None]]:
         """(subject ref, person id) of each event with after < seq <= until."""

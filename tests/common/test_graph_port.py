@@ -75,3 +75,50 @@ def test_stopped_store_is_unavailable_and_recovers(tmp_path):
     assert client.run(ECHO_READ, {"id": "a"}) == [{"value": "before", "id": "a"}]
     client.close()
     store.stop()
+
+
+VALUE_OF = Statement("test.value_of", "MATCH (n:Echo {id: 'v'}) RETURN n.value AS value")
+
+
+@pytest.mark.parametrize("value", [7, 2**53 + 1, -1, 0.1234567890123, True, False, "quote ' \" back\\slash 東京",
+                                   "", ["a", 1]], ids=range(9))
+def test_value_reads_one_value_exactly_as_run_does(graph, value):
+    graph.run(ECHO_WRITE, {"id": "v", "value": value})
+    assert graph.value(VALUE_OF) == value
+    assert graph.value(VALUE_OF) == graph.run(VALUE_OF)[0]["value"]
+
+
+def test_value_of_a_map_comes_from_the_clients_parser(graph):
+    stmt = Statement("test.map_value", "RETURN {k: 'v', n: [1, 2]} AS m")
+    assert graph.value(stmt) == {"k": "v", "n": [1, 2]}
+
+
+def test_value_without_a_row_or_graph_is_none(graph):
+    assert graph.value(VALUE_OF) is None  # nothing was ever written to this graph
+    graph.run(ECHO_WRITE, {"id": "other", "value": 1})
+    assert graph.value(VALUE_OF) is None
+
+
+def test_value_refuses_writes_and_many_values(graph):
+    with pytest.raises(ValueError):
+        graph.value(ECHO_WRITE)
+    graph.run(ECHO_WRITE, {"id": "a", "value": 1})
+    graph.run(ECHO_WRITE, {"id": "b", "value": 2})
+    with pytest.raises(GraphQueryError):
+        graph.value(Statement("test.values", "MATCH (n:Echo) RETURN n.value AS value"))
+    with pytest.raises(GraphQueryError):
+        graph.value(Statement("test.bad_value", "RETURN nosuchfunction(1) AS x"))
+
+
+def test_value_connection_recovers_after_an_outage(tmp_path):
+    store = EmbeddedFalkorDB(tmp_path / "db", free_port()).start()
+    client = connect(GraphSettings(uri=store.uri, database="recover", max_retries=1, timeout_seconds=1.0))
+    client.run(ECHO_WRITE, {"id": "v", "value": "before"})
+    assert client.value(VALUE_OF) == "before"
+    store.stop()
+    with pytest.raises(Unavailable):
+        client.value(VALUE_OF)
+    store.start()
+    assert client.value(VALUE_OF) == "before"
+    client.close()
+    store.stop()

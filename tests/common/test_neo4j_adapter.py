@@ -128,3 +128,11 @@ def test_schema_uses_neo4j_constraint_syntax():
         "CREATE CONSTRAINT person_id_unique IF NOT EXISTS FOR (n:Person) REQUIRE n.id IS UNIQUE",
         "CREATE INDEX account_source IF NOT EXISTS FOR (n:Account) ON (n.source)",
     ]
+
+
+def test_value_is_the_first_rows_only_value():
+    import neo4j
+
+    driver = ScriptedDriver()
+    assert Neo4jGraph("bolt://x", "neo4j", driver=driver).value(STMT) is None  # no id parameter: None
+    assert driver.statements[0][3] == neo4j.READ_ACCESS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -21,6 +22,9 @@ _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, Conne
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+# Compact result-set scalar types (FalkorDB's `--compact` reply) that `value` decodes itself.
+_NULL, _STRING, _INTEGER, _BOOLEAN, _DOUBLE = 1, 2, 3, 4, 5
 
 
 def _plain(value: Any) -> Any:
@@ -49,6 +53,9 @@ class FalkorDBGraph:
         self._name = database
         self._graph = self._db.select_graph(database)
         self._retries = max_retries
+        # `value` reads go over one connection of their own: no pool checkout per read.
+        self._value_lock = threading.Lock()
+        self._value_connection: Any = None
 
     def run(self, statement: Statement, params: dict[str, Any] | None = None) -> list[Row]:
         def call() -> list[Row]:
@@ -69,6 +76,53 @@ class FalkorDBGraph:
                      for name, value in zip(names, row, strict=True)} for row in result.result_set]
 
         return with_retries(call, attempts=self._retries, statement=statement.name)
+
+    def value(self, statement: Statement) -> Any:
+        """A raw GRAPH.RO_QUERY whose compact reply is decoded here when it is one scalar: the
+        client's result parsing costs about as much as the round trip on reads this small."""
+        if statement.write:
+            raise ValueError(f"{statement.name} is a write; value() serves reads")
+
+        def call() -> Any:
+            with self._value_lock:
+                try:
+                    if self._value_connection is None:
+                        self._value_connection = self._db.connection.connection_pool.make_connection()
+                    connection = self._value_connection
+                    connection.send_command("GRAPH.RO_QUERY", self._name, statement.text, "--compact")
+                    reply = connection.read_response()
+                except _TRANSIENT as exc:
+                    self._drop_value_connection()
+                    raise TransientGraphError(str(exc)) from exc
+                except rex.ResponseError as exc:
+                    if "empty key" not in str(exc):
+                        raise GraphQueryError(f"graph statement {statement.name} failed") from exc
+                    reply = None  # a graph never written: `run` knows how to read it
+                except BaseException:
+                    self._drop_value_connection()  # a reply may be half read
+                    raise
+            rows = reply[1] if reply is not None else None
+            if rows is not None:
+                if not rows:
+                    return None
+                if len(rows) > 1 or len(rows[0]) != 1:
+                    raise GraphQueryError(f"graph statement {statement.name} returned more than one value")
+                kind, raw = rows[0][0]
+                if kind == _INTEGER or kind == _STRING or kind == _NULL:
+                    return raw
+                if kind == _BOOLEAN:
+                    return raw == "true"
+                if kind == _DOUBLE:
+                    return float(raw)
+            found = self.run(statement)  # maps, lists, nodes: the client's own parser
+            return next(iter(found[0].values())) if found else None
+
+        return with_retries(call, attempts=self._retries, statement=statement.name)
+
+    def _drop_value_connection(self) -> None:
+        if self._value_connection is not None:
+            self._value_connection.disconnect()
+            self._value_connection = None
 
     def _read(self, text: str, params: dict[str, Any]) -> Any:
         try:
@@ -109,4 +163,6 @@ class FalkorDBGraph:
         with_retries(call, attempts=0, statement="ping")
 
     def close(self) -> None:
+        with self._value_lock:
+            self._drop_value_connection()
         self._db.connection.close()

@@ -36,6 +36,10 @@ class Neo4jGraph:
         mode = neo4j.WRITE_ACCESS if statement.write else neo4j.READ_ACCESS
         return self._call(statement.name, statement.text, params or {}, mode)
 
+    def value(self, statement: Statement) -> Any:
+        rows = self.run(statement)
+        return next(iter(rows[0].values())) if rows else None
+
     def _call(self, name: str, text: str, params: dict[str, Any], mode: str) -> list[Row]:
         def once() -> list[Row]:
             with self._driver.session(database=self._database, default_access_mode=mode) as session:
