@@ -25,7 +25,7 @@ from services.common.crypto import b64
 from services.common.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from services.identity.bulk_splink import RecordTable
 from services.identity.domain import guards
-from services.identity.domain.bulk_link import BulkAccount, Limits, Plan, plan
+from services.identity.domain.bulk_link import BulkAccount, Limits, Plan, groundwork, plan
 from services.identity.domain.link_methods import METHOD_PROBABILISTIC
 from services.identity.domain.model import (
     MIN_TRAINING_RECORDS,
@@ -191,6 +191,11 @@ class BulkImport:
                 yield Progress("done", model_version=getattr(ident.scorer, "version", "") or "")
                 return
             table.drop_widely_shared(ident.max_accounts_per_identifier)
+            limits = Limits(ident.thresholds.link, ident.thresholds.review, ident.max_persons_per_identifier,
+                            ident.max_accounts_per_identifier, ident.kind_limits)
+            work = groundwork(accounts, limits, self.store.contested_identifiers())
+            # A family's landline that does not link must not link through the model either.
+            table.drop_identifiers(ident.identifier_token, work.not_linking)
             model = self._current_model()
             if model is None and table.count >= MIN_TRAINING_RECORDS:
                 yield Progress("training", 0, 1)
@@ -204,15 +209,12 @@ class BulkImport:
         finally:
             table.close()
         yield Progress("clustering", 0, staged, model_version=version)
-        limits = Limits(ident.thresholds.link, ident.thresholds.review, ident.max_persons_per_identifier,
-                        ident.max_accounts_per_identifier, ident.kind_limits)
         pairs = _pairs_by_id(scored, accounts) if scored is not None else ()
         # Splink's clusters at the link threshold are the connected components of the pairs at or
         # above it (`match_probability >= threshold`, the same comparison): every pair the plan
         # may join on lies inside one cluster, so the clustering itself is not run.
-        decided = plan(accounts, pairs, None, limits=limits, cannot_link=self.store.all_cannot_link(),
-                       contested=self.store.contested_identifiers())
-        del pairs, scored, accounts
+        decided = plan(accounts, pairs, None, limits=limits, cannot_link=self.store.all_cannot_link(), prepared=work)
+        del pairs, scored, accounts, work
         yield from self._write(decided, version, staged)
         log.info("bulk_linked", count=len(decided.assignments), model_version=version,
                  duration_ms=round((time.perf_counter() - started) * 1000))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import duckdb
@@ -86,6 +86,24 @@ class RecordTable:
             if wide:
                 dropped += len(wide)
                 self.con.execute(update, [wide] * update.count("?"))
+        return dropped
+
+    def drop_identifiers(self, token_of: Callable[[str, str], str], tokens: Collection[str]) -> int:
+        """Removes the e-mails and phones whose identifier token is in `tokens` (identifiers that
+        do not link: shared too widely, or by provably different people) from the records, as
+        real time leaves them out of both records it scores. Only values held by two or more
+        records can be shared, so only those are tokenised. `token_of(kind, value)`. Returns the
+        number of values dropped."""
+        if not tokens:
+            return 0
+        dropped = 0
+        for column, kind in (("emails", "email"), ("phones", "phone")):
+            select, update = _WIDE[column]
+            shared = [v for (v,) in self.con.execute(select, [2]).fetchall()]
+            noise = [v for v in shared if token_of(kind, v) in tokens]
+            if noise:
+                dropped += len(noise)
+                self.con.execute(update, [noise] * update.count("?"))
         return dropped
 
     def records(self, positions: Sequence[int], unique_ids: Sequence[str]) -> list[dict[str, Any]]:

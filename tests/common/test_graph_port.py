@@ -100,7 +100,7 @@ def test_value_without_a_row_or_graph_is_none(graph):
 
 
 def test_value_refuses_writes_and_many_values(graph):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is a write"):
         graph.value(ECHO_WRITE)
     graph.run(ECHO_WRITE, {"id": "a", "value": 1})
     graph.run(ECHO_WRITE, {"id": "b", "value": 2})

@@ -165,3 +165,42 @@ def test_one_bulk_link_at_a_time(stack_factory):
         pb.LinkStagedAccountsResponse.PHASE_DONE
     assert store.take_lease(LINK_LEASE, "a-third-link", int(time.time() * 1000), 60_000)
     store.release_lease(LINK_LEASE, "a-third-link")
+
+
+def test_a_households_landline_is_no_model_evidence_in_bulk(stack_factory, tmp_path):
+    """A family shares a landline; two of its members' records, at the family's address, have
+    given and family name swapped, so by name they agree on "Thomas". The landline is contested
+    (its holders' given names conflict): it neither links nor counts for the model, so the two
+    stay apart, as in real time. Before, Splink's agreement on the phone carried the pair over
+    the link threshold and merged two people (seen in the 40k bulk benchmark)."""
+    stack = stack_factory("identity")
+    stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+    landline = "+49 341 1286832"
+    address = {"street": "Luisenstraße 102", "postcode": "28195", "city": "Bremen", "country": "DE"}
+    household = [
+        {"source": "webshop", "id": "H-J", "given_name": "Thomas", "family_name": "Jennifer",
+         "phones": [landline], "address": address, "logins": ["jthomas.h1"]},
+        {"source": "loyalty", "id": "H-K", "given_name": "Thomas", "family_name": "Kevin",
+         "loyalty_cards": ["6001262235386382"], "phones": [landline], "address": address},
+        {"source": "app", "id": "H-S", "given_name": "Sabine", "family_name": "Thomas",
+         "emails": ["sabine.thomas.h@web.de"], "phones": [landline], "birth_date": "1961-02-03"},
+    ]
+    data, out = tmp_path / "accounts.jsonl", tmp_path / "persons.jsonl"
+    with data.open("w") as fh:
+        for accounts, _person, _trap in generate(400, seed=5):
+            for acc in accounts:
+                fh.write(json.dumps(acc, ensure_ascii=False) + "\n")
+        for acc in household:
+            fh.write(json.dumps(acc, ensure_ascii=False) + "\n")
+    env = {**os.environ, "TESSERA_HOME": str(tmp_path / "home"),
+           "TESSERA_CLIENTS_IDENTITY_ADDR": f"127.0.0.1:{stack.ports['identity']}"}
+    done = run_cli(["identity", "import", str(data), "--mode", "bulk", "--assignments", str(out)], env)
+    _stdout, stderr = done.communicate(timeout=300)
+    assert done.returncode == 0, stderr
+    person_of = {r["id"]: r["person_id"] for r in map(json.loads, out.read_text().splitlines())}
+    assert len({person_of["H-J"], person_of["H-K"], person_of["H-S"]}) == 3
+    explained = stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref(household[0]), account_b=ref(household[1])))
+    assert not explained.same_person
+    assert "guard:identifier_shared_by_different_persons" in explained.rules
+    # The model, asked directly, would link them on the phone: the evidence was real, not weak.
+    assert explained.match_probability >= stub.GetModel(pb.GetModelRequest()).link_threshold

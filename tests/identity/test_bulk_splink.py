@@ -7,7 +7,7 @@ import pytest
 
 from bench.synth import generate
 from services.identity.bulk_splink import RecordTable
-from services.identity.domain.bulk_link import BulkAccount, Limits, plan
+from services.identity.domain.bulk_link import BulkAccount, Limits, groundwork, plan
 from services.identity.domain.guards import DEFAULT_KIND_LIMITS, Traits
 from services.identity.domain.model import TrainedModel, predict_and_cluster, train
 from services.identity.domain.model_settings import prepare
@@ -88,3 +88,39 @@ def test_plan_without_clusters_equals_plan_with_splinks_clusters():
     assert with_clusters == without
     assert len({a.person_id for a in without.assignments if a.account_id != "acc3"}) == 1
     assert without.review == [("acc2", "acc3", 0.7)]
+
+
+def test_identifiers_that_do_not_link_are_dropped_from_the_records():
+    base = {"given_name": "thomas", "family_name": "kevin", "emails": [], "phones": []}
+    records = [{**base, "phones": ["+49341", f"+49170{i}"], "emails": ["fam@x.de"] if i < 2 else [f"k{i}@x.de"]}
+               for i in range(3)]
+    table = RecordTable(memory_limit="256MB")
+    try:
+        table.append(enumerate(records))
+        # Only values on two or more records are looked at; "+491702" is on one, so never asked.
+        assert table.drop_identifiers(lambda kind, value: f"{kind}:{value}", {"phone:+49341", "phone:+491702"}) == 1
+        rows = table.records([0, 2], ["r0", "r1", "r2"])
+    finally:
+        table.close()
+    assert rows[0]["phones"] == ["+491700"]
+    assert rows[0]["first_phone"] == "+491700"
+    assert rows[0]["emails"] == ["fam@x.de"]  # the shared e-mail links: it stays
+    assert rows[1]["phones"] == ["+491702"]
+
+
+def test_groundwork_contests_an_identifier_whose_holders_conflict():
+    def account(i: int, given: str, family: str, tokens: tuple[str, ...]) -> BulkAccount:
+        return BulkAccount(f"acc{i}", None, 0, Traits(given, family, None), {"phone": tokens}, tokens)
+
+    accounts = [account(0, "thomas", "jennifer", ("landline",)), account(1, "thomas", "kevin", ("landline",)),
+                account(2, "sabine", "thomas", ("landline",)), account(3, "anna", "roth", ("mobile",)),
+                account(4, "anna", "roth", ("mobile",))]
+    work = groundwork(accounts, Limits(0.95, 0.6, 3, 10, DEFAULT_KIND_LIMITS))
+    assert work.contested == ["landline"]
+    assert work.not_linking == {"landline"}
+    assert work.linking == {"mobile": ["a:acc3", "a:acc4"]}
+    decided = plan(accounts, [("acc0", "acc1", 0.99)], None, limits=Limits(0.95, 0.6, 3, 10, DEFAULT_KIND_LIMITS),
+                   prepared=work)
+    assert decided.contested == ["landline"]
+    person = {a.account_id: a.person_id for a in decided.assignments}
+    assert person["acc3"] == person["acc4"]

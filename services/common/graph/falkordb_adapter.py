@@ -108,7 +108,7 @@ class FalkorDBGraph:
                 if len(rows) > 1 or len(rows[0]) != 1:
                     raise GraphQueryError(f"graph statement {statement.name} returned more than one value")
                 kind, raw = rows[0][0]
-                if kind == _INTEGER or kind == _STRING or kind == _NULL:
+                if kind in (_INTEGER, _STRING, _NULL):
                     return raw
                 if kind == _BOOLEAN:
                     return raw == "true"

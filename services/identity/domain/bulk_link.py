@@ -69,15 +69,24 @@ def new_person_id(account_ids: Iterable[str]) -> str:
     return hashlib.sha256(f"bulk-person:{min(account_ids)}".encode()).hexdigest()[:32]
 
 
-def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], clusters: Mapping[str, str] | None,
-         *, limits: Limits, cannot_link: Iterable[tuple[str, str]] = (),
-         contested: set[str] | frozenset[str] = frozenset()) -> Plan:
-    """Decides persons for the staged accounts among `accounts` (which also holds every linked
-    account, so that staged ones can join existing persons). `pairs` are Splink's scored account
-    pairs, `clusters` its clusters at the link threshold (None: the pairs at or above the link
-    threshold are taken as inside one cluster, which is what Splink's clustering at that
-    threshold makes them), `cannot_link` account pairs."""
-    by_id = {a.account_id: a for a in accounts}
+@dataclass
+class Groundwork:
+    """What a plan starts from, computed before Splink scores anything: the graph's nodes (persons
+    and staged accounts) and, per shared identifier, whether it links. The identifiers that do
+    not link are no evidence for the model either (as in real time), so the bulk link removes
+    them from the records it scores."""
+
+    nodes: dict[str, guards.Candidate]
+    linking: dict[str, list[str]]  # identifier token → the nodes holding it, sorted
+    not_linking: set[str]  # shared too widely, or contested (known before, or found now)
+    contested: list[str]  # found now: holders that provably are different people
+
+
+def groundwork(accounts: list[BulkAccount], limits: Limits,
+               contested: set[str] | frozenset[str] = frozenset()) -> Groundwork:
+    """An identifier held by too many accounts or persons does not link; one whose holders
+    provably are different people (conflicting birth dates or given names: a family's landline)
+    is contested and stops linking altogether — whatever order the accounts came in."""
     nodes: dict[str, guards.Candidate] = {}
     for acc in accounts:
         if acc.person_id is None:  # a staged account is a node of its own: its identifiers need no copy
@@ -91,8 +100,44 @@ def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], c
         node.traits.append(acc.traits)
         for kind, tokens in acc.identifiers.items():
             node.identifiers.setdefault(kind, set()).update(tokens)
-    out = Plan()
-    edges = _identifier_edges(accounts, nodes, limits, contested, out)
+    holders: dict[str, list[BulkAccount]] = defaultdict(list)
+    for acc in accounts:
+        for token in acc.linking:
+            holders[token].append(acc)
+    work = Groundwork(nodes, {}, set(), [])
+    for token, held in holders.items():
+        if len(held) < 2 or not any(a.person_id is None for a in held):
+            continue
+        persons = {a.person_id for a in held if a.person_id}
+        if (token in contested or len(held) >= limits.max_accounts_per_identifier
+                or len(persons) >= limits.max_persons_per_identifier):
+            work.not_linking.add(token)
+            continue
+        ordered = sorted({a.node for a in held})
+        if any(guards.conflict_between(nodes[x].traits, nodes[y].traits)
+               for i, x in enumerate(ordered) for y in ordered[i + 1:]):
+            work.contested.append(token)
+            work.not_linking.add(token)
+            continue
+        if len(ordered) > 1:
+            work.linking[token] = ordered
+    return work
+
+
+def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], clusters: Mapping[str, str] | None,
+         *, limits: Limits, cannot_link: Iterable[tuple[str, str]] = (),
+         contested: set[str] | frozenset[str] = frozenset(), prepared: Groundwork | None = None) -> Plan:
+    """Decides persons for the staged accounts among `accounts` (which also holds every linked
+    account, so that staged ones can join existing persons). `pairs` are Splink's scored account
+    pairs, `clusters` its clusters at the link threshold (None: the pairs at or above the link
+    threshold are taken as inside one cluster, which is what Splink's clustering at that
+    threshold makes them), `cannot_link` account pairs. `prepared`: the `groundwork` of these
+    accounts, when the caller already has it."""
+    by_id = {a.account_id: a for a in accounts}
+    work = prepared if prepared is not None else groundwork(accounts, limits, contested)
+    nodes = work.nodes
+    out = Plan(contested=list(work.contested), not_linking=len(work.not_linking - set(work.contested)))
+    edges = _identifier_edges(work)
     for left, right, p in pairs:
         a, b = by_id.get(left), by_id.get(right)
         if a is None or b is None or a.node == b.node or (a.person_id and b.person_id):
@@ -120,30 +165,10 @@ def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], c
     return out
 
 
-def _identifier_edges(accounts: list[BulkAccount], nodes: Mapping[str, guards.Candidate], limits: Limits,
-                      contested: set[str] | frozenset[str], out: Plan) -> list[tuple[float, str, str, str, str]]:
-    """A star of exact edges per shared identifier, from one of its staged holders. An identifier
-    held by too many accounts or persons does not link; one whose holders provably are different
-    people (conflicting birth dates or given names: a family's landline) is contested and stops
-    linking altogether — whatever order the accounts came in."""
-    holders: dict[str, list[BulkAccount]] = defaultdict(list)
-    for acc in accounts:
-        for token in acc.linking:
-            holders[token].append(acc)
+def _identifier_edges(work: Groundwork) -> list[tuple[float, str, str, str, str]]:
+    """A star of exact edges per linking identifier, from one of its staged holders."""
     edges = []
-    for token, held in holders.items():
-        if len(held) < 2 or not any(a.person_id is None for a in held):
-            continue
-        persons = {a.person_id for a in held if a.person_id}
-        if (token in contested or len(held) >= limits.max_accounts_per_identifier
-                or len(persons) >= limits.max_persons_per_identifier):
-            out.not_linking += 1
-            continue
-        ordered = sorted({a.node for a in held})
-        if any(guards.conflict_between(nodes[x].traits, nodes[y].traits)
-               for i, x in enumerate(ordered) for y in ordered[i + 1:]):
-            out.contested.append(token)
-            continue
+    for token, ordered in work.linking.items():
         center = next(n for n in ordered if n.startswith("a:"))  # every edge has a staged side
         edges.extend((1.0, METHOD_DETERMINISTIC, center, other, token) for other in ordered if other != center)
     return edges
