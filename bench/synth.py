@@ -241,7 +241,11 @@ def generate(persons: int, seed: int = 1) -> Iterator[tuple[list[dict[str, Any]]
             members = [head] + [pop.person(family=head.family, landline=head.landline, street=head.street,
                                            number=head.number, city=(head.city, head.postcode), trap="family")
                                 for _ in range(r.randint(1, 3))]
-            members = [m for m in members if m.given != head.given or m is head]
+            # Household members have different given names (compared among all of them, not only
+            # with the head): two "Karin Horn"s at one address without birth dates are not a trap
+            # any evidence could resolve.
+            names: set[str] = set()
+            members = [m for m in members if not (m.given in names or names.add(m.given))]
         elif roll < 0.06 and persons - made >= 2:  # twins
             head = pop.person(trap="twins")
             twin = pop.person(family=head.family, birth=head.birth, street=head.street, number=head.number,
