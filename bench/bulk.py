@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import local_stack, peak_rss_mib
-from bench.metrics import score
+from bench.metrics import score, trap_report
 from bench.synth import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def link_phases(stderr: str) -> dict[str, int]:
     return out
 
 
-def run(persons: int, seed: int = 1) -> dict[str, Any]:
+def run(persons: int, seed: int = 1, trap_report_path: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "accounts.jsonl", Path(tmp) / "persons.jsonl"
         t0 = time.perf_counter()
@@ -86,6 +86,8 @@ def run(persons: int, seed: int = 1) -> dict[str, Any]:
             row = json.loads(line)
             predicted[f"{row['source']}:{row['id']}"] = row["person_id"]
         scores = score(predicted, truth, traps)
+        if trap_report_path is not None:
+            write_trap_report(trap_report_path, data, trap_report(predicted, truth, traps))
         return {
             "persons": persons, "accounts": len(truth), "generate_seconds": round(generate_seconds, 1),
             "import_seconds": round(import_seconds, 1),
@@ -102,5 +104,23 @@ def run(persons: int, seed: int = 1) -> dict[str, Any]:
         }
 
 
+def write_trap_report(path: Path, data: Path, merged: list[dict[str, Any]]) -> None:
+    """One JSON line per wrongly merged trap group, each account with its input record."""
+    wanted = {account for group in merged for c in group["clusters"] for account, _ in c["accounts"]}
+    records = {}
+    with data.open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            key = f"{row['source']}:{row['id']}"
+            if key in wanted:
+                records[key] = row
+    with path.open("w") as out:
+        for group in merged:
+            for c in group["clusters"]:
+                c["accounts"] = [{"person": person, "record": records[account]} for account, person in c["accounts"]]
+            out.write(json.dumps(group, ensure_ascii=False) + "\n")
+
+
 def main(args: Any) -> None:
-    print(json.dumps(run(args.persons, args.seed), indent=2))
+    report = Path(args.trap_report) if args.trap_report else None
+    print(json.dumps(run(args.persons, args.seed, report), indent=2))

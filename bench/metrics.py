@@ -37,12 +37,34 @@ def score(predicted: Mapping[str, str], truth: Mapping[str, str], traps: Mapping
     groups: dict[str, list[str]] = {}
     for person, group in traps.items():
         groups.setdefault(group, []).append(person)
-    merged = 0
-    for members in groups.values():
-        seen: set[str] = set()
-        for person in members:
-            if seen & clusters_of_person.get(person, set()):
-                merged += 1
-                break
-            seen |= clusters_of_person.get(person, set())
+    merged = len(merged_trap_groups(clusters_of_person, groups))
     return Scores(precision, recall, f1, tt, pp, len(groups), merged)
+
+
+def merged_trap_groups(clusters_of_person: Mapping[str, set[str]],
+                       groups: Mapping[str, list[str]]) -> dict[str, set[str]]:
+    """Trap group → the predicted clusters two or more of its persons share."""
+    out: dict[str, set[str]] = {}
+    for group, members in groups.items():
+        holders = Counter(c for person in members for c in clusters_of_person.get(person, set()))
+        shared = {c for c, n in holders.items() if n > 1}
+        if shared:
+            out[group] = shared
+    return out
+
+
+def trap_report(predicted: Mapping[str, str], truth: Mapping[str, str],
+                traps: Mapping[str, str]) -> list[dict[str, object]]:
+    """For each wrongly merged trap group, the shared clusters with their accounts and true persons:
+    what a reader needs to see why the merge happened."""
+    clusters_of_person: dict[str, set[str]] = {}
+    members_of_cluster: dict[str, list[tuple[str, str]]] = {}
+    for account, person in truth.items():
+        clusters_of_person.setdefault(person, set()).add(predicted[account])
+        members_of_cluster.setdefault(predicted[account], []).append((account, person))
+    groups: dict[str, list[str]] = {}
+    for person, group in traps.items():
+        groups.setdefault(group, []).append(person)
+    return [{"trap_group": group, "clusters": [{"cluster": c, "accounts": sorted(members_of_cluster[c])}
+                                               for c in sorted(shared)]}
+            for group, shared in sorted(merged_trap_groups(clusters_of_person, groups).items())]

@@ -54,3 +54,18 @@ def test_accounts_follow_the_import_contract_and_carry_noise():
     assert any("ue" in n or "oe" in n for n in names)
     assert any(n.isupper() for n in names if n)
     assert len({a["id"] for a in accounts}) == len(accounts)
+
+
+def test_trap_scores_count_a_group_once_and_the_report_shows_the_shared_cluster():
+    from bench.metrics import score, trap_report
+
+    truth = {"a1": "p1", "a2": "p1", "b1": "p2", "c1": "p3", "d1": "p4"}
+    traps = {"p1": "T-1", "p2": "T-1", "p3": "T-1", "p4": "T-2"}
+    predicted = {"a1": "x", "a2": "y", "b1": "y", "c1": "y", "d1": "z"}  # p1, p2, p3 meet in y
+    scores = score(predicted, truth, traps)
+    assert (scores.trap_groups, scores.trap_groups_merged) == (2, 1)
+    assert (scores.true_pairs, scores.predicted_pairs) == (1, 3)
+    assert scores.precision == 0.0 and scores.recall == 0.0
+    report = trap_report(predicted, truth, traps)
+    assert report == [{"trap_group": "T-1", "clusters": [
+        {"cluster": "y", "accounts": [("a2", "p1"), ("b1", "p2"), ("c1", "p3")]}]}]
