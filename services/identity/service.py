@@ -211,7 +211,8 @@ class IdentityService:
             own.setdefault(kind, set()).add(token)
         selection = guards.select_persons(
             guards.Traits.of(match), own, candidates, cannot_link=cannot,
-            cannot_link_pairs=set(cannot_pairs), kind_limits=self.kind_limits, current_person=current_cand)
+            cannot_link_pairs=set(cannot_pairs), kind_limits=self.kind_limits, current_person=current_cand,
+            given_names=self.given_names)
         chosen = selection.chosen
         # An identifier that led to a person this account provably is not (conflicting attributes,
         # a cannot-link decision) is shared by different people: it stops linking from now on.
@@ -527,7 +528,8 @@ class IdentityService:
             rules.append(f"shared_{kind}")
         if wide:
             rules.append("guard:identifier_shared_by_different_persons")
-        why = guards.conflict(guards.Traits.of(ra.get("match", {})), guards.Traits.of(rb.get("match", {})))
+        why = guards.conflict(guards.Traits.of(ra.get("match", {})), guards.Traits.of(rb.get("match", {})),
+                              self.given_names)
         if why:
             rules.append(f"guard:{why}")
         decisions = self.store.decisions_between(aid, bid)
@@ -549,6 +551,11 @@ class IdentityService:
             if found:
                 self.scorer = RealtimeScorer(TrainedModel.from_json(found[1]))
                 log.info("model_loaded", model_version=found[0])
+
+    @property
+    def given_names(self) -> guards.GivenNames:
+        """The established given names of the model in use (none without a model)."""
+        return self.scorer.model.given_names if self.scorer is not None else guards.NO_NAMES
 
     def current_model(self) -> TrainedModel:
         self.refresh_model()
@@ -626,7 +633,8 @@ class IdentityService:
             cannot.update(self.store.cannot_link_between_persons(chunk))
             for pid, held in self.store.person_identifiers(chunk).items():
                 persons[pid].identifiers = held
-        groups = guards.ConstrainedUnion({pid: persons[pid] for pid in involved}, cannot, self.kind_limits)
+        groups = guards.ConstrainedUnion({pid: persons[pid] for pid in involved}, cannot, self.kind_limits,
+                                         model.given_names)
         for _p, a, b in sorted(edges, reverse=True):
             groups.join(a, b)
         merged = 0

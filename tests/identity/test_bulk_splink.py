@@ -108,6 +108,24 @@ def test_identifiers_that_do_not_link_are_dropped_from_the_records():
     assert rows[1]["phones"] == ["+491702"]
 
 
+def test_groundwork_counts_established_given_names_over_its_accounts():
+    def account(i: int, given: str, tokens: tuple[str, ...] = ()) -> BulkAccount:
+        return BulkAccount(f"acc{i}", None, 0, Traits(given, "schulze" if tokens else f"f{i}", None),
+                           {"phone": tokens}, tokens)
+
+    others = [account(i, "jan" if i % 2 else "jana") for i in range(2, 40)]
+    family = [account(0, "jan", ("landline",)), account(1, "jana", ("landline",))]
+    limits = Limits(0.95, 0.6, 3, 10, DEFAULT_KIND_LIMITS)
+    work = groundwork([*family, *others], limits)
+    assert work.given_names.counts == {"jan": 20, "jana": 20}
+    assert work.contested == ["landline"]  # Jan and Jana Schulze on one landline: a family
+    decided = plan([*family, *others], [("acc0", "acc1", 0.99)], None, limits=limits, prepared=work)
+    person = {a.account_id: a.person_id for a in decided.assignments}
+    assert person["acc0"] != person["acc1"]  # nor does the model's pair join them
+    # Without enough accounts to know the names, "jan" may be a shortened "jana": the old rule.
+    assert groundwork(family, limits).linking == {"landline": ["a:acc0", "a:acc1"]}
+
+
 def test_groundwork_contests_an_identifier_whose_holders_conflict():
     def account(i: int, given: str, family: str, tokens: tuple[str, ...]) -> BulkAccount:
         return BulkAccount(f"acc{i}", None, 0, Traits(given, family, None), {"phone": tokens}, tokens)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from services.identity.domain.guards import Candidate, ConstrainedUnion, Traits, conflict, names_compatible
+from services.identity.domain.guards import (
+    Candidate,
+    ConstrainedUnion,
+    GivenNames,
+    Traits,
+    conflict,
+    names_compatible,
+)
 
 
 def test_names_tolerate_typos_prefixes_and_full_swaps_but_not_families():
@@ -34,3 +41,22 @@ def test_constrained_union_keeps_conflicting_members_apart():
     assert sorted(len(g) for g in union.groups()) == [1, 2]
     blocked = ConstrainedUnion(people, {("son_app", "son_shop")}, {})
     assert not blocked.join("son_shop", "son_app")
+
+
+def test_two_established_given_names_are_two_people_however_close_their_spelling():
+    names = GivenNames.of(["jan"] * 40 + ["jana"] * 35 + ["christian"] * 30 + ["christine"] * 12
+                          + ["baerbel"] * 60 + ["barbel"] * 3 + ["andreas"] * 200 + ["andrea"] * 11)
+    assert names.counts == {"jan": 40, "jana": 35, "christian": 30, "christine": 12, "baerbel": 60,
+                            "andreas": 200, "andrea": 11}  # "barbel" is below ten accounts
+    assert not names_compatible("jan", "jana", names)  # a prefix, but both are names in their own right
+    assert not names_compatible("christian", "christine", names)
+    assert conflict(Traits("jan", "schulze"), Traits("jana", "schulze"), names) == "conflicting_given_name"
+    # A rare spelling next to a common name is a typo of it, as without the table.
+    assert names_compatible("baerbel", "barbel", names)
+    assert names_compatible("jan", "jna", names)
+    # "andrea" is established, but under a tenth of "andreas": it may be typos of it, so spelling decides.
+    assert names_compatible("andreas", "andrea", names)
+    assert names_compatible("jan", "jana")  # no table (a model trained before it): spelling alone
+    union = ConstrainedUnion({"jan": Candidate("jan", 1, "", traits=[Traits("jan", "schulze")]),
+                              "jana": Candidate("jana", 2, "", traits=[Traits("jana", "schulze")])}, set(), {}, names)
+    assert not union.join("jan", "jana")

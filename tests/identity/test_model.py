@@ -137,9 +137,24 @@ def test_save_and_load_give_identical_scores(model, records, tmp_path):
     model.save(tmp_path / "m.json")
     loaded = TrainedModel.load(tmp_path / "m.json")
     assert loaded.version == model.version
+    assert loaded.given_names == model.given_names
     s1, s2 = RealtimeScorer(model), RealtimeScorer(loaded)
     for a, b in itertools.pairwise(records):
         assert s1.score(a, b) == s2.score(a, b)
+
+
+def test_the_model_knows_the_established_given_names_of_its_training_data(model, records):
+    counted = {}
+    for r in records:
+        if r.get("given_name"):
+            counted[r["given_name"]] = counted.get(r["given_name"], 0) + 1
+    established = {n: k for n, k in counted.items() if k >= 10}
+    assert model.given_name_counts == established
+    assert len(established) > 50  # every list name of the generator, not its typos
+    assert model.given_names.distinct("jan", "jana")
+    legacy = TrainedModel.from_json(model.to_json().replace('"given_name_counts"', '"unused"'))
+    assert legacy.given_name_counts == {}  # a model saved before the table: spelling alone decides
+    assert not legacy.given_names.distinct("jan", "jana")
 
 
 def test_training_on_too_little_data_fails_without_a_model():

@@ -65,7 +65,8 @@ def test_trap_scores_count_a_group_once_and_the_report_shows_the_shared_cluster(
     scores = score(predicted, truth, traps)
     assert (scores.trap_groups, scores.trap_groups_merged) == (2, 1)
     assert (scores.true_pairs, scores.predicted_pairs) == (1, 3)
-    assert scores.precision == 0.0 and scores.recall == 0.0
+    assert scores.precision == 0.0
+    assert scores.recall == 0.0
     report = trap_report(predicted, truth, traps)
     assert report == [{"trap_group": "T-1", "clusters": [
         {"cluster": "y", "accounts": [("a2", "p1"), ("b1", "p2"), ("c1", "p3")]}]}]

@@ -80,13 +80,18 @@ class Groundwork:
     linking: dict[str, list[str]]  # identifier token → the nodes holding it, sorted
     not_linking: set[str]  # shared too widely, or contested (known before, or found now)
     contested: list[str]  # found now: holders that provably are different people
+    given_names: guards.GivenNames = guards.NO_NAMES  # which given names are established
 
 
 def groundwork(accounts: list[BulkAccount], limits: Limits,
-               contested: set[str] | frozenset[str] = frozenset()) -> Groundwork:
+               contested: set[str] | frozenset[str] = frozenset(),
+               given_names: guards.GivenNames | None = None) -> Groundwork:
     """An identifier held by too many accounts or persons does not link; one whose holders
     provably are different people (conflicting birth dates or given names: a family's landline)
-    is contested and stops linking altogether — whatever order the accounts came in."""
+    is contested and stops linking altogether — whatever order the accounts came in. Which given
+    names are established is counted over these accounts (the graph's and the staged ones) unless
+    given."""
+    names = given_names if given_names is not None else guards.GivenNames.of(a.traits.given_name for a in accounts)
     nodes: dict[str, guards.Candidate] = {}
     for acc in accounts:
         if acc.person_id is None:  # a staged account is a node of its own: its identifiers need no copy
@@ -104,7 +109,7 @@ def groundwork(accounts: list[BulkAccount], limits: Limits,
     for acc in accounts:
         for token in acc.linking:
             holders[token].append(acc)
-    work = Groundwork(nodes, {}, set(), [])
+    work = Groundwork(nodes, {}, set(), [], names)
     for token, held in holders.items():
         if len(held) < 2 or not any(a.person_id is None for a in held):
             continue
@@ -114,7 +119,7 @@ def groundwork(accounts: list[BulkAccount], limits: Limits,
             work.not_linking.add(token)
             continue
         ordered = sorted({a.node for a in held})
-        if any(guards.conflict_between(nodes[x].traits, nodes[y].traits)
+        if any(guards.conflict_between(nodes[x].traits, nodes[y].traits, names)
                for i, x in enumerate(ordered) for y in ordered[i + 1:]):
             work.contested.append(token)
             work.not_linking.add(token)
@@ -150,7 +155,7 @@ def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], c
     for x, y in cannot_link:
         if x in by_id and y in by_id:
             cannot.add(tuple(sorted((by_id[x].node, by_id[y].node))))
-    union = guards.ConstrainedUnion(nodes, cannot, limits.kind_limits)
+    union = guards.ConstrainedUnion(nodes, cannot, limits.kind_limits, work.given_names)
     joined: dict[str, tuple[str, float]] = {}  # staged node → strongest accepted edge
     contested_now = set()
     for p, method, a, b, token in sorted(edges, key=lambda e: (-e[0], e[1], e[2], e[3])):
@@ -158,7 +163,7 @@ def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], c
             for node in (a, b):
                 if node.startswith("a:") and node not in joined:
                     joined[node] = (method, p)
-        elif token and _conflicting(union, a, b):
+        elif token and _conflicting(union, a, b, work.given_names):
             contested_now.add(token)
     out.contested = sorted({*out.contested, *contested_now})
     _assign(union.groups(), by_id, accounts, joined, out)
@@ -174,12 +179,12 @@ def _identifier_edges(work: Groundwork) -> list[tuple[float, str, str, str, str]
     return edges
 
 
-def _conflicting(union: guards.ConstrainedUnion, a: str, b: str) -> bool:
+def _conflicting(union: guards.ConstrainedUnion, a: str, b: str, names: guards.GivenNames) -> bool:
     """Whether a refused identifier join was refused for conflicting attributes (then the
     identifier is shared by different people), not for a limit or a manual decision."""
     left = [t for c in union.members(a) for t in c.traits]
     right = [t for c in union.members(b) for t in c.traits]
-    return guards.conflict_between(left, right) is not None
+    return guards.conflict_between(left, right, names) is not None
 
 
 def _assign(groups: list[list[guards.Candidate]], by_id: Mapping[str, BulkAccount], accounts: list[BulkAccount],

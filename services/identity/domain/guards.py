@@ -7,6 +7,7 @@ almost everything. These rules keep such groups apart while letting ordinary dup
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -57,11 +58,46 @@ def edit_distance(a: str, b: str) -> int:
     return d[-1][-1]
 
 
-def names_compatible(a: str | None, b: str | None) -> bool:
-    """Missing names never conflict; otherwise equal, one a prefix/initial of the other, or one
-    typo apart (two for longer names)."""
+# A given name is established when at least this many accounts carry it, and two established
+# names are two people when the rarer is at least this share of the commoner (Jan 7,374 and Jana
+# 6,760 accounts in the 1M bench; a typo such as "baerbel" → "barbel" is 7 against 6,877).
+ESTABLISHED_NAME_COUNT = 10
+DISTINCT_NAME_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class GivenNames:
+    """How many accounts carry each given name (names below `ESTABLISHED_NAME_COUNT` are left
+    out). Two different names that are both established and of like frequency — Jan and Jana,
+    Christian and Christine, Leon and Leonie — are two people however few letters apart, as in a
+    family; a rare spelling close to a common name is taken for a typo of it. Empty: no name is
+    known, and only spelling decides (what a model trained before the table existed gets)."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, names: Iterable[str | None]) -> GivenNames:
+        counted = Counter(n for n in names if n)
+        return cls({n: k for n, k in counted.items() if k >= ESTABLISHED_NAME_COUNT})
+
+    def distinct(self, a: str, b: str) -> bool:
+        if a == b:
+            return False
+        ca, cb = self.counts.get(a, 0), self.counts.get(b, 0)
+        rarer = min(ca, cb)
+        return rarer >= ESTABLISHED_NAME_COUNT and rarer >= DISTINCT_NAME_SHARE * max(ca, cb)
+
+
+NO_NAMES = GivenNames()
+
+
+def names_compatible(a: str | None, b: str | None, names: GivenNames = NO_NAMES) -> bool:
+    """Missing names never conflict; two established different names always do; otherwise equal,
+    one a prefix/initial of the other, or one typo apart (two for longer names)."""
     if not a or not b or a == b:
         return True
+    if names.distinct(a, b):
+        return False
     first_a, first_b = a.split()[0], b.split()[0]
     if first_a.startswith(first_b) or first_b.startswith(first_a):
         return True
@@ -85,22 +121,23 @@ def names_swapped(a: Traits, b: Traits) -> bool:
     return bool(present) and all(names_compatible(x, y) for x, y in present)
 
 
-def conflict(a: Traits, b: Traits) -> str | None:
+def conflict(a: Traits, b: Traits, names: GivenNames = NO_NAMES) -> str | None:
     """Why two records cannot be one person, or None. Different birth dates, or different given
     names, are decisive even when an identifier is shared (families, twins, colleagues). Given and
     family name swapped between the records is a data-entry slip, not a conflict."""
     if not dates_compatible(a.birth_date, b.birth_date):
         return "conflicting_birth_date"
-    if not names_compatible(a.given_name, b.given_name) and not names_swapped(a, b):
+    if not names_compatible(a.given_name, b.given_name, names) and not names_swapped(a, b):
         return "conflicting_given_name"
     return None
 
 
-def conflict_between(group_a: Iterable[Traits], group_b: Iterable[Traits]) -> str | None:
+def conflict_between(group_a: Iterable[Traits], group_b: Iterable[Traits], names: GivenNames = NO_NAMES
+                     ) -> str | None:
     group_b = list(group_b)
     for x in group_a:
         for y in group_b:
-            why = conflict(x, y)
+            why = conflict(x, y, names)
             if why:
                 return why
     return None
@@ -134,6 +171,7 @@ def select_persons(
     cannot_link_pairs: set[tuple[str, str]],
     kind_limits: Mapping[str, int],
     current_person: Candidate | None = None,
+    given_names: GivenNames = NO_NAMES,
 ) -> Selection:
     """Greedy, oldest first: a candidate joins when it is not cannot-linked to the account or to a
     person already chosen, has no conflicting attributes with the account or with the persons
@@ -153,8 +191,8 @@ def select_persons(
         if any(tuple(sorted((cand.person_id, c.person_id))) in cannot_link_pairs for c in chosen):
             blocked[cand.person_id] = "cannot_link"
             continue
-        why = conflict_between([account], cand.traits) or conflict_between(
-            cand.traits, [t for c in chosen for t in c.traits])
+        why = conflict_between([account], cand.traits, given_names) or conflict_between(
+            cand.traits, [t for c in chosen for t in c.traits], given_names)
         if why:
             blocked[cand.person_id] = why
             continue
@@ -175,7 +213,8 @@ class ConstrainedUnion:
     the per-kind limits."""
 
     def __init__(self, persons: Mapping[str, Candidate], cannot_link_pairs: set[tuple[str, str]],
-                 kind_limits: Mapping[str, int]):
+                 kind_limits: Mapping[str, int], given_names: GivenNames = NO_NAMES):
+        self._names = given_names
         self._parent = {pid: pid for pid in persons}
         self._members: dict[str, list[Candidate]] = {pid: [c] for pid, c in persons.items()}
         self._cannot = cannot_link_pairs
@@ -194,7 +233,8 @@ class ConstrainedUnion:
         left, right = self._members[ra], self._members[rb]
         if any(tuple(sorted((x.person_id, y.person_id))) in self._cannot for x in left for y in right):
             return False
-        if conflict_between([t for c in left for t in c.traits], [t for c in right for t in c.traits]):
+        if conflict_between([t for c in left for t in c.traits], [t for c in right for t in c.traits],
+                            self._names):
             return False
         union: dict[str, set[str]] = {}
         for c in (*left, *right):

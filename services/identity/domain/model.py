@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.identity.domain.guards import GivenNames
 from services.identity.domain.model_settings import (
     COMPARISONS,
     EM_BLOCKING,
@@ -48,21 +49,31 @@ class TrainedModel:
     trained_at_ms: int
     training_records: int
     version: str = ""
+    # Established given names in the training data and their counts (guards.GivenNames): the
+    # real-time guards tell Jan from Jana by them. Empty in models trained before it existed.
+    given_name_counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.version:
-            body = json.dumps({"s": self.settings, "tf": self.tf_tables}, sort_keys=True).encode()
+            body = json.dumps({"s": self.settings, "tf": self.tf_tables, "g": self.given_name_counts},
+                              sort_keys=True).encode()
             self.version = hashlib.sha256(body).hexdigest()[:12]
+
+    @property
+    def given_names(self) -> GivenNames:
+        return GivenNames(self.given_name_counts)
 
     def to_json(self) -> str:
         return json.dumps({"version": self.version, "settings": self.settings, "tf_tables": self.tf_tables,
-                           "trained_at_ms": self.trained_at_ms, "training_records": self.training_records})
+                           "trained_at_ms": self.trained_at_ms, "training_records": self.training_records,
+                           "given_name_counts": self.given_name_counts})
 
     @classmethod
     def from_json(cls, text: str) -> TrainedModel:
         data = json.loads(text)
         return cls(settings=data["settings"], tf_tables=data["tf_tables"], trained_at_ms=data["trained_at_ms"],
-                   training_records=data["training_records"], version=data["version"])
+                   training_records=data["training_records"], version=data["version"],
+                   given_name_counts=data.get("given_name_counts", {}))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +120,9 @@ def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
         raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}"[:500]) from exc
     tf_table = {str(v): float(f) for v, f in zip(tf["family_name"], tf["tf_family_name"], strict=True)
                 if v is not None}
-    model = TrainedModel(saved, {"family_name": tf_table}, int(time.time() * 1000), len(records))
+    names = GivenNames.of(frame["given_name"].dropna())
+    model = TrainedModel(saved, {"family_name": tf_table}, int(time.time() * 1000), len(records),
+                         given_name_counts=dict(sorted(names.counts.items())))
     validate(model)
     return model
 
