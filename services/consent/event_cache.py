@@ -16,6 +16,7 @@ arrived, so sharing never returns a head older than the check.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,11 @@ class LedgerEventCache:
     _seq_read: int = 0  # the number of the head read `_seq` came from
     # Refs that hold any event, as of `_seq` or later; None: unknown, every ref is looked up.
     _holders: set[str] | None = None
+    # The store could not list them (its state was not built yet, or being rebuilt): ask again,
+    # by starting afresh, once it reads states — at most once per `holders_retry_seconds`.
+    _holders_pending: bool = False
+    _holders_retry_at: float = 0.0
+    holders_retry_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         self._head = FreshRead(self.store.ledger_seq)
@@ -134,11 +140,13 @@ class LedgerEventCache:
         while True:
             with self._lock:
                 seen, seen_read, generation = self._seq, self._seq_read, self._generation
-            if head == seen or read < seen_read:
+                retry = (self._holders_pending and self.store.read_states
+                         and time.monotonic() >= self._holders_retry_at)
+            if read < seen_read or (head == seen and not retry):
                 # Nothing new, or `_seq` came from a newer head read (which also began after this
                 # check arrived): the cache is at least as fresh as this check needs.
                 return generation
-            if not (seen is None or head < seen or head - seen > self.max_tail):
+            if not (seen is None or retry or head < seen or head - seen > self.max_tail):
                 break
             holders = self.store.subject_refs_with_events()  # read after the head: covers it
             with self._lock:
@@ -146,6 +154,8 @@ class LedgerEventCache:
                     self._clear()
                     self._seq, self._seq_read = head, read
                     self._holders = holders if holders is not None and len(holders) <= self.max_holders else None
+                    self._holders_pending = holders is None
+                    self._holders_retry_at = time.monotonic() + self.holders_retry_seconds
                     return self._generation
             # Another check moved on meanwhile: look again from where it left off.
         changed = self.store.event_subjects(seen, head)

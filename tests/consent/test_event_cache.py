@@ -153,6 +153,22 @@ def test_starting_afresh_reloads_the_refs_that_hold_events(store):
     assert decide(found, carl, NOW).reason == "withdrawn"
 
 
+def test_refs_holding_events_are_loaded_once_the_state_is_read_even_after_an_early_start(store):
+    """A check served before the service had its state ready started the cache without the set
+    of refs holding events; the set is asked for again once the store reads states."""
+    cache = LedgerEventCache(store, holders_retry_seconds=0.0)
+    append(store, ANNA, "grant")
+    cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    assert store.reads == [ANNA, BERT]  # no set yet: every ref is looked up
+    store.read_states = True  # the state is built (ConsentService.prepare_states)
+    found = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    assert store.reads == [ANNA, BERT, ANNA]  # started afresh with the set: Bert holds nothing
+    assert decide(found[ANNA], ANNA, NOW).allowed
+    assert found[BERT] == []
+    cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, cache.sync())
+    assert store.reads == [ANNA, BERT, ANNA]  # and then from memory: no second fresh start
+
+
 def test_a_head_from_an_older_read_neither_resets_nor_rewinds_the_cache(store):
     """Concurrent checks get heads from successive shared reads; one that got an older read may
     sync after one with a newer read: it is served as fresh (that newer read began after it too)."""
