@@ -142,6 +142,8 @@ class LedgerEventCache:
                 seen, seen_read, generation = self._seq, self._seq_read, self._generation
                 retry = (self._holders_pending and self.store.read_states
                          and time.monotonic() >= self._holders_retry_at)
+                if retry:  # claimed: concurrent checks do not all list the holders
+                    self._holders_retry_at = time.monotonic() + self.holders_retry_seconds
             if read < seen_read or (head == seen and not retry):
                 # Nothing new, or `_seq` came from a newer head read (which also began after this
                 # check arrived): the cache is at least as fresh as this check needs.
