@@ -1,8 +1,10 @@
 """The ledger reads behind consent checks, cached in process and kept exact by following the ledger.
 
-Before it reads anything, a check asks the ledger head for its sequence number (one indexed
-lookup). Every event appended since this replica last asked — here or on any other replica —
-names its subject ref and person id, and exactly those entries are dropped first. A withdrawal
+Before it reads anything, a check asks the ledger head for its sequence number and hash (one
+indexed lookup). Every event appended since this replica last asked — here or on any other
+replica — names its subject ref and person id, and exactly those entries are dropped first. A
+ledger that no longer chains to the hash last seen (replaced, say restored from a backup, and
+grown as far or further) starts the cache afresh, as a shorter one does. A withdrawal
 recorded anywhere is therefore seen by every later check (read-your-writes across replicas),
 while a subject whose history did not change is answered from memory.
 
@@ -41,7 +43,7 @@ class _Read:
         if queued:
             self.go = threading.Lock()
             self.go.acquire()
-        self.value = 0
+        self.value: Any = None
         self.error: BaseException | None = None
 
 
@@ -57,7 +59,7 @@ class FreshRead:
     (a condition's notify_all woke every waiter at every read's end, most of them only to wait
     again, and each wake-up is a thread switch)."""
 
-    def __init__(self, read: Callable[[], int]):
+    def __init__(self, read: Callable[[], Any]):
         self._read = read
         self._lock = threading.Lock()
         self._numbered = 0  # reads created; they begin in the order of their numbers
@@ -65,7 +67,7 @@ class FreshRead:
         self._queued: _Read | None = None  # the read that begins when the current one ends
         self.waiting = 0  # callers waiting for a read to begin or end
 
-    def __call__(self) -> tuple[int, int]:
+    def __call__(self) -> tuple[int, Any]:
         """(the read's number, its value); numbers grow with the time reads began."""
         with self._lock:
             if self._current is None:
@@ -114,6 +116,7 @@ class LedgerEventCache:
     max_entries: int = 200_000  # (subject or person, purpose) entries: a few hundred MB at most
     max_tail: int = 10_000  # more new events than this since the last look: start afresh
     _seq: int | None = None
+    _hash: str = ""  # the ledger's hash at `_seq`
     _generation: int = 0
     _size: int = 0
     _refs: dict[str, dict[str, Events]] = field(default_factory=dict)  # ref -> purpose -> latest events
@@ -131,36 +134,39 @@ class LedgerEventCache:
     holders_retry_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        self._head = FreshRead(self.store.ledger_seq)
+        self._head = FreshRead(self.store.ledger_tip)
 
     def sync(self) -> int:
         """Drops what events appended since the last look made stale; returns the generation that
         reads made after this call may be stored under."""
-        read, head = self._head()
+        read, (head, head_hash) = self._head()
         while True:
             with self._lock:
-                seen, seen_read, generation = self._seq, self._seq_read, self._generation
+                seen, seen_hash, seen_read, generation = self._seq, self._hash, self._seq_read, self._generation
                 retry = (self._holders_pending and self.store.read_states
                          and time.monotonic() >= self._holders_retry_at)
                 if retry:  # claimed: concurrent checks do not all list the holders
                     self._holders_retry_at = time.monotonic() + self.holders_retry_seconds
-            if read < seen_read or (head == seen and not retry):
+            reset = head == seen and head_hash != seen_hash  # the ledger was replaced, and regrew as far
+            if read < seen_read or (head == seen and not retry and not reset):
                 # Nothing new, or `_seq` came from a newer head read (which also began after this
                 # check arrived): the cache is at least as fresh as this check needs.
                 return generation
-            if not (seen is None or retry or head < seen or head - seen > self.max_tail):
-                break
+            if not (seen is None or retry or reset or head < seen or head - seen > self.max_tail):
+                changed, linked = self.store.event_subjects(seen, head)
+                if not seen_hash or linked == seen_hash:
+                    break
+                reset = True  # what follows `seen` no longer chains to what this cache saw there
             holders = self.store.subject_refs_with_events()  # read after the head: covers it
             with self._lock:
                 if self._generation == generation:  # nobody moved on meanwhile (generations only grow)
                     self._clear()
-                    self._seq, self._seq_read = head, read
+                    self._seq, self._hash, self._seq_read = head, head_hash, read
                     self._holders = holders if holders is not None and len(holders) <= self.max_holders else None
                     self._holders_pending = holders is None
                     self._holders_retry_at = time.monotonic() + self.holders_retry_seconds
                     return self._generation
             # Another check moved on meanwhile: look again from where it left off.
-        changed = self.store.event_subjects(seen, head)
         with self._lock:
             if self._holders is not None:
                 self._holders.update(ref for ref, _person in changed)
@@ -171,7 +177,7 @@ class LedgerEventCache:
                 if person_id:
                     self._size -= len(self._persons.pop(person_id, ()))
             if head > (self._seq or 0):
-                self._seq, self._seq_read = head, read
+                self._seq, self._hash, self._seq_read = head, head_hash, read
             self._generation += 1
             return self._generation
 

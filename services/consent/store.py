@@ -95,6 +95,10 @@ LEDGER_HEAD = cypher(
 )
 
 LEDGER_SEQ = cypher("consent.ledger_seq", "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq")
+# Sequence and hash as one string ("<seq> <hash>", hashes are hex): the check path's head read is
+# one scalar, and the hash tells a ledger that was reset and regrew from the one it follows.
+LEDGER_TIP = cypher("consent.ledger_tip",
+                    "MATCH (h:LedgerHead {name: 'consent'}) RETURN toString(h.seq) + ' ' + h.hash AS tip")
 
 INIT_LEDGER = cypher(
     "consent.init_ledger",
@@ -250,7 +254,7 @@ EVENT_SUBJECTS_PAGE = cypher(
     """
     MATCH (e:ConsentEvent)
     WHERE e.seq > $after AND e.seq <= $until
-    RETURN e.subject_ref AS ref, e.person_id AS person_id
+    RETURN e.subject_ref AS ref, e.person_id AS person_id, e.seq AS seq, e.prev_hash AS prev_hash
     """,
 )
 
@@ -439,10 +443,22 @@ class ConsentStore:
         seq = self.graph.value(LEDGER_SEQ)
         return int(seq) if seq is not None else 0
 
-    def event_subjects(self, after: int, until: int) -> list[tuple[str, str | None]]:
-        """(subject ref, person id) of each event with after < seq <= until."""
+    def ledger_tip(self) -> tuple[int, str]:
+        """The head's sequence number and hash ((0, "") before the ledger exists): one indexed
+        lookup, read before every cached check."""
+        tip = self.graph.value(LEDGER_TIP)
+        if tip is None:
+            return 0, ""
+        seq, _, head_hash = str(tip).partition(" ")
+        return int(seq), head_hash
+
+    def event_subjects(self, after: int, until: int) -> tuple[list[tuple[str, str | None]], str | None]:
+        """(subject ref, person id) of each event with after < seq <= until, and the `prev_hash`
+        of the event right after `after` (None when it is not there): the hash the ledger had at
+        `after`, if it is still the same ledger."""
         rows = self.graph.run(EVENT_SUBJECTS_PAGE, {"after": after, "until": until})
-        return [(r["ref"], r["person_id"]) for r in rows]
+        linked = next((str(r["prev_hash"]) for r in rows if int(r["seq"]) == after + 1), None)
+        return [(r["ref"], r["person_id"]) for r in rows], linked
 
     def subject_refs_with_events(self) -> set[str] | None:
         """Every subject ref that holds an event, from the materialised state; None while checks

@@ -75,8 +75,12 @@ def test_crypto_shredding_makes_data_unreadable(graph):
 
 
 def test_concurrent_first_use_agrees_on_one_key(graph):
+    """With the keystore's schema in place, as every service installs it before it serves. Without
+    the unique constraint, FalkorDB let two of eight concurrent get-or-create statements both
+    create a key (about one run in three): the constraint is what makes the statement safe."""
     from concurrent.futures import ThreadPoolExecutor
 
+    graph.ensure_schema(SCHEMA)
     kek = KeyEncryptionKey(bytes(32))
     stores = [SubjectKeys(graph, kek) for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:

@@ -102,6 +102,28 @@ def test_a_long_gap_or_a_reset_ledger_starts_afresh(store, graph):
     assert [e["kind"] for e in reread] == ["withdraw"]
 
 
+def reset_ledger(graph) -> None:
+    """A ledger replaced under the running cache (a restore from an older backup, say)."""
+    graph.run(Statement("test.reset_ledger", "MATCH (n) WHERE n:ConsentEvent OR n:LedgerHead OR n:ConsentState "
+                        "DELETE n RETURN count(*) AS deleted", write=True), {})
+
+
+@pytest.mark.parametrize("regrown", [2, 3], ids=["to-the-same-length", "past-it"])
+def test_a_ledger_reset_that_regrew_as_far_or_further_is_not_taken_for_the_one_followed(store, graph, regrown):
+    cache = LedgerEventCache(store)
+    append(store, ANNA, "grant")
+    append(store, BERT, "grant")
+    allowed = cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())[BERT]
+    assert decide(allowed, BERT, NOW).allowed
+    reset_ledger(graph)
+    store.ledger_head(ledger.GENESIS)
+    for _ in range(regrown):  # the new ledger holds no grant for Bert: his cached one must go
+        append(store, ANNA, "deny")
+    found = cache.latest_events([BERT], PURPOSE.purpose_id, NOW, cache.sync())[BERT]
+    assert found == []
+    assert decide(found, BERT, NOW).reason == "no_consent_recorded"
+
+
 def test_person_events_follow_the_ledger_too(store):
     cache = LedgerEventCache(store)
     append(store, ANNA, "grant", person_id="p1")
@@ -174,11 +196,12 @@ def test_a_head_from_an_older_read_neither_resets_nor_rewinds_the_cache(store):
     sync after one with a newer read: it is served as fresh (that newer read began after it too)."""
     store.read_states = True
     cache = LedgerEventCache(store)
-    scripted = iter([(1, 1), (3, 2), (2, 1)])  # (read number, head seq) as the shared reads hand them out
+    anna = append(store, ANNA, "grant")
+    bert = append(store, BERT, "grant")
+    # (read number, (head seq, head hash)) as the shared reads hand them out
+    scripted = iter([(1, (1, anna["hash"])), (3, (2, bert["hash"])), (2, (1, anna["hash"]))])
     cache._head = lambda: next(scripted)
-    append(store, ANNA, "grant")
     cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, cache.sync())
-    append(store, BERT, "grant")
     newer = cache.sync()  # read 3 saw Bert's event
     older = cache.sync()  # read 2, which began before read 3, saw only Anna's
     assert older == newer  # no fresh start: nothing dropped, nothing rewound
