@@ -17,6 +17,8 @@ from tessera.profile.v1 import profile_pb2_grpc
 from tessera.type.v1 import subject_pb2
 
 from services.common.falkordb_server import EmbeddedFalkorDB, free_port
+from services.common.runtime import build_runtime
+from services.common.server import RunningServer
 from tests.conftest import Stack
 from tests.helpers import error_details
 
@@ -147,6 +149,35 @@ def test_stopped_store_gives_unavailable_then_recovers(tmp_path):
         assert stub.GetPerson(ipb.GetPersonRequest(name=person.name), timeout=20).name == person.name
         _wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(service=SERVICES["identity"])).status
                   == health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        stack.stop()
+        store.stop()
+
+
+def test_a_service_started_while_its_store_is_down_refuses_calls_until_its_schema_is_set_up(tmp_path):
+    """Its get-or-create statements rely on unique constraints, which the schema gate creates
+    once the store answers: until then every call is refused, and none can write. (The FalkorDB
+    client connects when it is built, so the store goes down between that and the server's start;
+    the Neo4j driver connects lazily, so there a store down at start is enough.)"""
+    from services.common.cli import service_builder
+
+    store = EmbeddedFalkorDB(tmp_path / "db", free_port()).start()
+    stack = Stack(tmp_path / "home", store.uri, "late-store")
+    try:
+        settings = stack.settings("identity")
+        runtime = build_runtime("identity", settings, configure_process=False)
+        spec = service_builder("identity")(runtime)
+        store.stop()
+        stack.servers["identity"] = RunningServer(spec, settings).start()
+        stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.LinkAccount(ipb.LinkAccountRequest(account=account("web", "early", given_name="Ida")), timeout=20)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_details(err.value)[0] == "SCHEMA_NOT_READY"
+        store.start()
+        _wait_for(lambda: stack.servers["identity"].spec.schema_ready())
+        linked = stub.LinkAccount(ipb.LinkAccountRequest(account=account("web", "early", given_name="Ida")), timeout=20)
+        assert linked.person.name.startswith("persons/")
     finally:
         stack.stop()
         store.stop()

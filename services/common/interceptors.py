@@ -93,8 +93,10 @@ class _Method:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    def __init__(self, service: str, policy: auth.CallerPolicy, *, auth_mode: str, dev_default_caller: str):
+    def __init__(self, service: str, policy: auth.CallerPolicy, *, auth_mode: str, dev_default_caller: str,
+                 accepting: Callable[[], bool] = lambda: True):
         self._service = service
+        self._accepting = accepting
         self._policy = policy
         self._auth_mode = auth_mode
         self._dev_default = dev_default_caller
@@ -192,6 +194,9 @@ class _Rpc:
         remaining = self.context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise _Deadline()
+        if not self.owner._accepting():
+            raise errors.Unavailable("the service is starting: its store is not set up yet; retry later",
+                                     reason="SCHEMA_NOT_READY")
         name = auth.caller_name_from_context(self.context, mode=self.owner._auth_mode,
                                              dev_default=self.owner._dev_default)
         self.caller_token = auth.set_current_caller(self.owner._policy.resolve(name))

@@ -36,6 +36,9 @@ class ServiceSpec:
     register: Callable[[grpc.Server], None]
     readiness_check: Callable[[], None]  # raises when a dependency is down
     close: Callable[[], None] = lambda: None
+    # Whether the store's schema is set up; until then every RPC is refused with UNAVAILABLE
+    # (a service whose store was down at start serves before its schema gate could run).
+    schema_ready: Callable[[], bool] = lambda: True
     extra_service_names: list[str] = field(default_factory=list)
 
 
@@ -46,7 +49,8 @@ class RunningServer:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         policy = auth.CallerPolicy.load(settings.auth.policy_file, dev_mode=settings.auth.mode == "dev")
         interceptor = ServerInterceptor(spec.name, policy, auth_mode=settings.auth.mode,
-                                        dev_default_caller=settings.auth.dev_default_caller)
+                                        dev_default_caller=settings.auth.dev_default_caller,
+                                        accepting=spec.schema_ready)
         options = [("grpc.max_receive_message_length", 32 * 1024 * 1024),
                    ("grpc.so_reuseport", 0)]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),

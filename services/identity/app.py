@@ -41,5 +41,5 @@ def build_service(runtime: Runtime) -> ServiceSpec:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(service), server)
 
     return ServiceSpec(name="identity", full_name=FULL_NAME, register=register,
-                       readiness_check=ready, close=runtime.close)
+                       readiness_check=ready, close=runtime.close, schema_ready=lambda: schema.ready)
 

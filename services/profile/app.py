@@ -40,4 +40,4 @@ def build_service(runtime: Runtime) -> ServiceSpec:
         profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(service), server)
 
     return ServiceSpec(name="profile", full_name=FULL_NAME, register=register, readiness_check=gate.check,
-                       close=runtime.close)
+                       schema_ready=lambda: gate.ready, close=runtime.close)

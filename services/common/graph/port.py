@@ -85,6 +85,12 @@ class SchemaGate:
         self._schemas = schemas
         self._ready = False
 
+    @property
+    def ready(self) -> bool:
+        """Whether the schema is set up: until then a get-or-create lacks the unique constraint
+        that keeps concurrent callers from both creating (FalkorDB lets them)."""
+        return self._ready
+
     def check(self) -> None:
         if not self._ready:
             for schema in self._schemas:
