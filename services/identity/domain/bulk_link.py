@@ -163,7 +163,9 @@ def plan(accounts: list[BulkAccount], pairs: Iterable[tuple[str, str, float]], c
             for node in (a, b):
                 if node.startswith("a:") and node not in joined:
                     joined[node] = (method, p)
-        elif token and _conflicting(union, a, b, work.given_names):
+        elif token and union.conflicting(a, b):
+            # Refused for conflicting attributes, not for a limit or a manual decision: the
+            # identifier is shared by different people.
             contested_now.add(token)
     out.contested = sorted({*out.contested, *contested_now})
     _assign(union.groups(), by_id, accounts, joined, out)
@@ -177,14 +179,6 @@ def _identifier_edges(work: Groundwork) -> list[tuple[float, str, str, str, str]
         center = next(n for n in ordered if n.startswith("a:"))  # every edge has a staged side
         edges.extend((1.0, METHOD_DETERMINISTIC, center, other, token) for other in ordered if other != center)
     return edges
-
-
-def _conflicting(union: guards.ConstrainedUnion, a: str, b: str, names: guards.GivenNames) -> bool:
-    """Whether a refused identifier join was refused for conflicting attributes (then the
-    identifier is shared by different people), not for a limit or a manual decision."""
-    left = [t for c in union.members(a) for t in c.traits]
-    right = [t for c in union.members(b) for t in c.traits]
-    return guards.conflict_between(left, right, names) is not None
 
 
 def _assign(groups: list[list[guards.Candidate]], by_id: Mapping[str, BulkAccount], accounts: list[BulkAccount],

@@ -233,8 +233,7 @@ class ConstrainedUnion:
         left, right = self._members[ra], self._members[rb]
         if any(tuple(sorted((x.person_id, y.person_id))) in self._cannot for x in left for y in right):
             return False
-        if conflict_between([t for c in left for t in c.traits], [t for c in right for t in c.traits],
-                            self._names):
+        if self._conflict(left, right):
             return False
         union: dict[str, set[str]] = {}
         for c in (*left, *right):
@@ -246,6 +245,15 @@ class ConstrainedUnion:
         self._members[ra] = [*left, *right]
         del self._members[rb]
         return True
+
+    def conflicting(self, a: str, b: str) -> bool:
+        """Whether the groups of `a` and `b` hold provably different people (what `join` refuses
+        besides cannot-link decisions and identifier limits)."""
+        return self._conflict(self.members(a), self.members(b))
+
+    def _conflict(self, left: list[Candidate], right: list[Candidate]) -> bool:
+        return conflict_between([t for c in left for t in c.traits], [t for c in right for t in c.traits],
+                                self._names) is not None
 
     def members(self, x: str) -> list[Candidate]:
         """The group `x` currently belongs to."""
