@@ -31,19 +31,19 @@ def score(predicted: Mapping[str, str], truth: Mapping[str, str], traps: Mapping
     precision = tp / pp if pp else 1.0
     recall = tp / tt if tt else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    merged = len(merged_trap_groups(predicted, truth, traps))
+    return Scores(precision, recall, f1, tt, pp, len(set(traps.values())), merged)
+
+
+def merged_trap_groups(predicted: Mapping[str, str], truth: Mapping[str, str],
+                       traps: Mapping[str, str]) -> dict[str, set[str]]:
+    """Trap group → the predicted clusters two or more of its persons share."""
     clusters_of_person: dict[str, set[str]] = {}
     for account, person in truth.items():
         clusters_of_person.setdefault(person, set()).add(predicted[account])
     groups: dict[str, list[str]] = {}
     for person, group in traps.items():
         groups.setdefault(group, []).append(person)
-    merged = len(merged_trap_groups(clusters_of_person, groups))
-    return Scores(precision, recall, f1, tt, pp, len(groups), merged)
-
-
-def merged_trap_groups(clusters_of_person: Mapping[str, set[str]],
-                       groups: Mapping[str, list[str]]) -> dict[str, set[str]]:
-    """Trap group → the predicted clusters two or more of its persons share."""
     out: dict[str, set[str]] = {}
     for group, members in groups.items():
         holders = Counter(c for person in members for c in clusters_of_person.get(person, set()))
@@ -57,14 +57,9 @@ def trap_report(predicted: Mapping[str, str], truth: Mapping[str, str],
                 traps: Mapping[str, str]) -> list[dict[str, object]]:
     """For each wrongly merged trap group, the shared clusters with their accounts and true persons:
     what a reader needs to see why the merge happened."""
-    clusters_of_person: dict[str, set[str]] = {}
     members_of_cluster: dict[str, list[tuple[str, str]]] = {}
     for account, person in truth.items():
-        clusters_of_person.setdefault(person, set()).add(predicted[account])
         members_of_cluster.setdefault(predicted[account], []).append((account, person))
-    groups: dict[str, list[str]] = {}
-    for person, group in traps.items():
-        groups.setdefault(group, []).append(person)
     return [{"trap_group": group, "clusters": [{"cluster": c, "accounts": sorted(members_of_cluster[c])}
                                                for c in sorted(shared)]}
-            for group, shared in sorted(merged_trap_groups(clusters_of_person, groups).items())]
+            for group, shared in sorted(merged_trap_groups(predicted, truth, traps).items())]
