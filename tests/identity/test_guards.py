@@ -16,6 +16,10 @@ def test_names_tolerate_typos_prefixes_and_full_swaps_but_not_families():
     assert names_compatible("lena", "lnea")  # swapped neighbours: one typo
     assert names_compatible("christoph", "christopher")
     assert not names_compatible("lena", "lisa")
+    # A slip on an umlaut is one typo, though folding spells it with two letters ("joerg").
+    assert names_compatible("joerg", "jrg")
+    assert names_compatible("soeren", "saren")
+    assert not names_compatible("joerg", "juergen")
     assert conflict(Traits("anna", "schmidt"), Traits("schmidt", "anna")) is None  # fields swapped
     # One shared surname is what a family has, even when one record has its fields swapped.
     assert conflict(Traits("charlotte", "wolff"), Traits("wolff", "soeren")) == "conflicting_given_name"

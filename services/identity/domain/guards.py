@@ -101,7 +101,14 @@ def names_compatible(a: str | None, b: str | None, names: GivenNames = NO_NAMES)
     first_a, first_b = a.split()[0], b.split()[0]
     if first_a.startswith(first_b) or first_b.startswith(first_a):
         return True
+    # Typos are counted on the spelling with umlauts as one letter: a slip on "ö" in "Jörg"
+    # ("Jrg", "Jarg") is one typo, though the folded "joerg" spells it with two letters.
+    a, b = _one_letter_umlauts(a), _one_letter_umlauts(b)
     return edit_distance(a, b) <= (1 if min(len(a), len(b)) <= 5 else 2)
+
+
+def _one_letter_umlauts(name: str) -> str:
+    return name.replace("ae", "a").replace("oe", "o").replace("ue", "u")
 
 
 def dates_compatible(a: str | None, b: str | None) -> bool:
