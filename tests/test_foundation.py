@@ -156,18 +156,16 @@ def test_stopped_store_gives_unavailable_then_recovers(tmp_path):
 
 def test_a_service_started_while_its_store_is_down_refuses_calls_until_its_schema_is_set_up(tmp_path):
     """Its get-or-create statements rely on unique constraints, which the schema gate creates
-    once the store answers: until then every call is refused, and none can write. (The FalkorDB
-    client connects when it is built, so the store goes down between that and the server's start;
-    the Neo4j driver connects lazily, so there a store down at start is enough.)"""
+    once the store answers: until then every call is refused, and none can write. The store has
+    never been up when the service is built (both graph clients connect on first use)."""
     from services.common.cli import service_builder
 
-    store = EmbeddedFalkorDB(tmp_path / "db", free_port()).start()
+    store = EmbeddedFalkorDB(tmp_path / "db", free_port())
     stack = Stack(tmp_path / "home", store.uri, "late-store")
     try:
         settings = stack.settings("identity")
         runtime = build_runtime("identity", settings, configure_process=False)
         spec = service_builder("identity")(runtime)
-        store.stop()
         stack.servers["identity"] = RunningServer(spec, settings).start()
         stub = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
         with pytest.raises(grpc.RpcError) as err:

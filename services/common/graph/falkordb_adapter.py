@@ -41,7 +41,7 @@ class FalkorDBGraph:
     def __init__(self, uri: str, database: str, *, password: str = "", user: str = "",
                  timeout_seconds: float = 10.0, max_retries: int = 3, pool_size: int = 32):
         parsed = urlparse(uri)
-        self._db = FalkorDB(
+        self._options = dict(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or 6379,
             username=unquote(parsed.username) if parsed.username else (user or None),
@@ -51,17 +51,33 @@ class FalkorDBGraph:
             max_connections=pool_size,
         )
         self._name = database
-        self._graph = self._db.select_graph(database)
+        self._connect_lock = threading.Lock()
+        self._db: Any = None
+        self._graph: Any = None
         self._retries = max_retries
         # `value` reads go over one connection of their own: no pool checkout per read.
         self._value_lock = threading.Lock()
         self._value_connection: Any = None
 
+    def _connected(self) -> tuple[Any, Any]:
+        """The client and the graph, made on first use: the client asks the server what it is
+        (sentinel, cluster) as it is made, and a service must start, and report itself not
+        ready, while its store is still down."""
+        if self._graph is None:
+            with self._connect_lock:
+                if self._graph is None:
+                    try:
+                        db = FalkorDB(**self._options)
+                    except _TRANSIENT as exc:
+                        raise TransientGraphError(str(exc)) from exc
+                    self._db, self._graph = db, db.select_graph(self._name)
+        return self._db, self._graph
+
     def run(self, statement: Statement, params: dict[str, Any] | None = None) -> list[Row]:
         def call() -> list[Row]:
             try:
                 if statement.write:
-                    result = self._graph.query(statement.text, params or {})
+                    result = self._connected()[1].query(statement.text, params or {})
                 else:
                     result = self._read(statement.text, params or {})
             except _TRANSIENT as exc:
@@ -87,7 +103,8 @@ class FalkorDBGraph:
             with self._value_lock:
                 try:
                     if self._value_connection is None:
-                        self._value_connection = self._db.connection.connection_pool.make_connection()
+                        db = self._connected()[0]
+                        self._value_connection = db.connection.connection_pool.make_connection()
                     connection = self._value_connection
                     connection.send_command("GRAPH.RO_QUERY", self._name, statement.text, "--compact")
                     reply = connection.read_response()
@@ -125,26 +142,28 @@ class FalkorDBGraph:
             self._value_connection = None
 
     def _read(self, text: str, params: dict[str, Any]) -> Any:
+        graph = self._connected()[1]
         try:
-            return self._graph.ro_query(text, params)
+            return graph.ro_query(text, params)
         except rex.ResponseError as exc:
             # A graph that has never been written does not exist yet: a read of it finds nothing.
             if "empty key" not in str(exc):
                 raise
-            return self._graph.query(text, params)
+            return graph.query(text, params)
 
     def ensure_schema(self, schema: Schema) -> None:
         def call() -> None:
             try:
+                db, graph = self._connected()
                 for text in dialect.falkordb_index_statements(schema):
                     try:
-                        self._graph.query(text)
+                        graph.query(text)
                     except rex.ResponseError as exc:
                         if "already indexed" not in str(exc):
                             raise
                 for command in dialect.falkordb_constraint_commands(self._name, schema):
                     try:
-                        self._db.connection.execute_command(*command)
+                        db.connection.execute_command(*command)
                     except rex.ResponseError as exc:
                         if "already exists" not in str(exc).lower():
                             raise
@@ -156,7 +175,7 @@ class FalkorDBGraph:
     def ping(self) -> None:
         def call() -> None:
             try:
-                self._db.connection.ping()
+                self._connected()[0].connection.ping()
             except _TRANSIENT as exc:
                 raise TransientGraphError(str(exc)) from exc
 
@@ -165,4 +184,5 @@ class FalkorDBGraph:
     def close(self) -> None:
         with self._value_lock:
             self._drop_value_connection()
-        self._db.connection.close()
+        if self._db is not None:
+            self._db.connection.close()
