@@ -41,15 +41,15 @@ class FalkorDBGraph:
     def __init__(self, uri: str, database: str, *, password: str = "", user: str = "",
                  timeout_seconds: float = 10.0, max_retries: int = 3, pool_size: int = 32):
         parsed = urlparse(uri)
-        self._options = dict(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 6379,
-            username=unquote(parsed.username) if parsed.username else (user or None),
-            password=unquote(parsed.password) if parsed.password else (password or None),
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=min(timeout_seconds, 3.0),
-            max_connections=pool_size,
-        )
+        self._options: dict[str, Any] = {
+            "host": parsed.hostname or "127.0.0.1",
+            "port": parsed.port or 6379,
+            "username": unquote(parsed.username) if parsed.username else (user or None),
+            "password": unquote(parsed.password) if parsed.password else (password or None),
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": min(timeout_seconds, 3.0),
+            "max_connections": pool_size,
+        }
         self._name = database
         self._connect_lock = threading.Lock()
         self._db: Any = None
