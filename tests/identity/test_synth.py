@@ -70,3 +70,31 @@ def test_trap_scores_count_a_group_once_and_the_report_shows_the_shared_cluster(
     report = trap_report(predicted, truth, traps)
     assert report == [{"trap_group": "T-1", "clusters": [
         {"cluster": "y", "accounts": [("a2", "p1"), ("b1", "p2"), ("c1", "p3")]}]}]
+
+
+def test_the_oracles_link_only_inside_a_person_and_names_alone_only_when_asked():
+    from bench.accuracy import evidence_oracle
+
+    accounts = [
+        {"source": "social", "id": "a1", "given_name": "Anna", "family_name": "Müller"},
+        {"source": "loyalty", "id": "a2", "given_name": "Mueller", "family_name": "Anna"},  # swapped
+        {"source": "webshop", "id": "a3", "given_name": "Anna", "family_name": "Müller",
+         "birth_date": "1980-02-03", "emails": ["anna@web.de"]},
+        {"source": "app", "id": "a4", "given_name": "ANNA", "family_name": "Mueller",
+         "birth_date": "3.2.1980"},
+        {"source": "newsletter", "id": "a5", "emails": ["Anna@web.de "]},
+        {"source": "app", "id": "b1", "given_name": "Anna", "family_name": "Müller",
+         "birth_date": "1980-02-03"},  # a namesake with the same birth date
+    ]
+    truth = {f"{a['source']}:{a['id']}": ("B" if a["id"] == "b1" else "A") for a in accounts}
+
+    def clusters(names_alone: bool) -> set[frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        for key, cluster in evidence_oracle(accounts, truth, names_alone=names_alone).items():
+            found.setdefault(cluster, set()).add(key.split(":")[1])
+        return {frozenset(c) for c in found.values()}
+
+    # Names with a birth date (a3, a4) or an e-mail (a3, a5) tie; names alone (a1, a2) only on request.
+    assert clusters(False) == {frozenset({"a1"}), frozenset({"a2"}), frozenset({"a3", "a4", "a5"}),
+                               frozenset({"b1"})}
+    assert clusters(True) == {frozenset({"a1", "a2", "a3", "a4", "a5"}), frozenset({"b1"})}
