@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from services.identity.domain.normalize import one_letter_umlauts
+
 DEFAULT_KIND_LIMITS: dict[str, int] = {"email": 10, "phone": 6, "social": 10, "login": 10, "loyalty": 5}
 
 
@@ -103,12 +105,8 @@ def names_compatible(a: str | None, b: str | None, names: GivenNames = NO_NAMES)
         return True
     # Typos are counted on the spelling with umlauts as one letter: a slip on "ö" in "Jörg"
     # ("Jrg", "Jarg") is one typo, though the folded "joerg" spells it with two letters.
-    a, b = _one_letter_umlauts(a), _one_letter_umlauts(b)
+    a, b = one_letter_umlauts(a), one_letter_umlauts(b)
     return edit_distance(a, b) <= (1 if min(len(a), len(b)) <= 5 else 2)
-
-
-def _one_letter_umlauts(name: str) -> str:
-    return name.replace("ae", "a").replace("oe", "o").replace("ue", "u")
 
 
 def dates_compatible(a: str | None, b: str | None) -> bool:

@@ -154,6 +154,12 @@ def fold(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def one_letter_umlauts(folded: str) -> str:
+    """A folded text with each umlaut spelt as one letter ('joerg' → 'jorg'): folding writes ö as
+    two letters, which would count a slip on it as two typos and keep Müller and Muller apart."""
+    return folded.replace("ae", "a").replace("oe", "o").replace("ue", "u")
+
+
 def normalize_name(raw: str) -> str:
     """A given or family name folded for comparison; raises ValueError when no letter is left."""
     value = fold(raw)
@@ -319,7 +325,7 @@ def cologne_phonetic(name: str | None) -> str | None:
     if not name:
         return None
     s = fold(name)
-    s = re.sub(r"[^a-z]", "", s.replace("ae", "a").replace("oe", "o").replace("ue", "u"))
+    s = re.sub(r"[^a-z]", "", one_letter_umlauts(s))
     if not s:
         return None
     codes = []
