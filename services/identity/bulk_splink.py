@@ -25,25 +25,27 @@ from services.identity.domain.model import TrainedModel
 from services.identity.domain.model_settings import COLUMNS, prepare
 
 # The identifier lists the model compares (service.KIND_COLUMNS; handles: social handles and logins).
-LIST_COLUMNS = ("emails", "phones", "handles")
+LIST_COLUMNS = ("emails", "phones", "handles", "role_emails")
 SCHEMA = pa.schema([("unique_id", pa.int64()), *(
     (c, pa.list_(pa.string()) if c in LIST_COLUMNS else pa.string()) for c in COLUMNS if c != "unique_id")])
 _SQL_TYPES = {pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.list_(pa.string()): "VARCHAR[]"}
-# Static SQL only (the table and column names are constants, every value a parameter).
-_WIDE = {
-    "emails": ("SELECT v FROM (SELECT unnest(emails) AS v FROM bulk_accounts) GROUP BY v HAVING count(*) >= ?",
-               "UPDATE bulk_accounts SET emails = list_filter(emails, lambda v: NOT list_contains(?::VARCHAR[], v)), "
-               "first_email = list_filter(emails, lambda v: NOT list_contains(?::VARCHAR[], v))[1] "
-               "WHERE len(list_intersect(emails, ?::VARCHAR[])) > 0"),
-    "phones": ("SELECT v FROM (SELECT unnest(phones) AS v FROM bulk_accounts) GROUP BY v HAVING count(*) >= ?",
-               "UPDATE bulk_accounts SET phones = list_filter(phones, lambda v: NOT list_contains(?::VARCHAR[], v)), "
-               "first_phone = list_filter(phones, lambda v: NOT list_contains(?::VARCHAR[], v))[1] "
-               "WHERE len(list_intersect(phones, ?::VARCHAR[])) > 0"),
-    # No blocking column derives from handles: only the list changes.
-    "handles": ("SELECT v FROM (SELECT unnest(handles) AS v FROM bulk_accounts) GROUP BY v HAVING count(*) >= ?",
-                "UPDATE bulk_accounts SET handles = list_filter(handles, lambda v: NOT list_contains(?::VARCHAR[], v)) "
-                "WHERE len(list_intersect(handles, ?::VARCHAR[])) > 0"),
-}
+# Each identifier list the model compares, and the blocking column that holds its first value.
+_FIRST = {"emails": "first_email", "phones": "first_phone", "handles": "first_handle",
+          "role_emails": "first_role_email"}
+
+
+def _wide_statements(column: str, first: str) -> tuple[str, str]:
+    """The values of `column` on at least ? records; and the update that removes the values in a
+    list parameter from `column` and recomputes `first` from what is left, as `prepare` would.
+    Static SQL only: the table and column names are constants, every value a parameter."""
+    kept = f"list_filter({column}, lambda v: NOT list_contains(?::VARCHAR[], v))"
+    select = f"SELECT v FROM (SELECT unnest({column}) AS v FROM bulk_accounts) GROUP BY v HAVING count(*) >= ?"  # noqa: S608
+    update = (f"UPDATE bulk_accounts SET {column} = {kept}, {first} = {kept}[1] "  # noqa: S608
+              f"WHERE len(list_intersect({column}, ?::VARCHAR[])) > 0")
+    return select, update
+
+
+_WIDE = {column: _wide_statements(column, first) for column, first in _FIRST.items()}
 
 
 class RecordTable:

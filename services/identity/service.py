@@ -677,6 +677,8 @@ KIND_COLUMNS = {"email": "emails", "phone": "phones", "social": "handles", "logi
 def model_value(kind: str, value: str) -> tuple[str, str] | None:
     """The (column, value) an identifier takes in the match record, None if the model ignores it."""
     column = KIND_COLUMNS.get(kind)
+    if column == "emails" and not Identifier(kind, value).links:
+        return ("role_emails", value)
     if column == "handles":
         handle = model_handle(Identifier(kind, value))
         return None if handle is None else (column, handle)
@@ -688,7 +690,7 @@ def without(match: dict[str, Any], noise: set[tuple[str, str]]) -> dict[str, Any
     if not noise:
         return match
     return {**match, **{c: [v for v in match.get(c) or [] if (c, v) not in noise]
-                        for c in set(KIND_COLUMNS.values())}}
+                        for c in {*KIND_COLUMNS.values(), "role_emails"}}}
 
 
 def stored_record(acc: NormalizedAccount, tokens: dict[str, tuple[str, str, str | None]],

@@ -97,7 +97,7 @@ def test_widely_shared_handles_are_no_evidence_in_real_time():
     assert model_value("loyalty", "6001234") is None
     match = {"emails": ["a@x.de"], "phones": [], "handles": ["gamer_pro", "anna0x"]}
     noise = {model_value("login", "webshop:gamer_pro")}
-    assert without(match, noise) == {"emails": ["a@x.de"], "phones": [], "handles": ["anna0x"]}
+    assert without(match, noise) == {"emails": ["a@x.de"], "phones": [], "handles": ["anna0x"], "role_emails": []}
     # Records stored before handles were compared have none: no error, no evidence.
     assert without({"emails": [], "phones": []}, noise)["handles"] == []
 

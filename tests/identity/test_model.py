@@ -53,8 +53,11 @@ def test_realtime_scores_equal_splinks_own(model, records):
         assert score.match_weight == pytest.approx(row.match_weight, abs=1e-9)
         assert score.match_probability == pytest.approx(row.match_probability, abs=1e-12)
         assert list(score.gammas) == [getattr(row, f"gamma_{spec.name}") for spec in COMPARISONS]
-    # Every level of the handle comparison occurs among the pairs, so the twins are compared on each.
+    # Every level of the handle comparison occurs among the pairs, so the twins are compared on each;
+    # of the role-address comparison, null and agreement do (two different role addresses on one
+    # pair are rare; that level is the e-mail comparison's, built by the same `_array`).
     assert {-1, 0, 1} <= set(predictions["gamma_handles"])
+    assert {-1, 1} <= set(predictions["gamma_role_emails"])
 
 
 def test_batch_probabilities_equal_score_and_splinks_own(model, records):
@@ -183,3 +186,19 @@ def test_a_model_trained_before_the_handle_comparison_still_scores(model, record
     assert handle_weight > 5
     assert "handles" not in {c.comparison for c in without_handles.contributions}
     assert without_handles.match_weight == pytest.approx(with_handles.match_weight - handle_weight, abs=1e-9)
+
+
+def test_a_shared_role_address_is_evidence_but_never_enough_alone(model, records):
+    """Colleagues share info@ of their firm: the address adds weight to agreeing names, but two
+    records that have nothing else in common (two nameless newsletter sign-ups) stay far apart."""
+    scorer = RealtimeScorer(model)
+    address = next(r["role_emails"][0] for r in records if r["role_emails"])
+    lone = scorer.score({"unique_id": "n1", "role_emails": [address]}, {"unique_id": "n2", "role_emails": [address]})
+    role = next(c for c in lone.contributions if c.comparison == "role_emails")
+    assert role.level == "share a role address" and role.match_weight > 3
+    assert lone.match_probability < 0.5
+    named = {"unique_id": "a", "given_name": "ida", "family_name": "horn"}
+    names_only = scorer.score(named, {**named, "unique_id": "b"})
+    names_and_role = scorer.score({**named, "role_emails": [address]},
+                                  {**named, "unique_id": "b", "role_emails": [address]})
+    assert names_and_role.match_weight == pytest.approx(names_only.match_weight + role.match_weight, abs=1e-9)

@@ -321,7 +321,17 @@ def test_match_record():
         "given_name_phonetic": cologne_phonetic("aenne"), "family_name_phonetic": "657",
         "birth_date": "1988-04-09", "street": "hauptstr", "house_number": "5", "postcode": "10115",
         "city": "berlin", "emails": ["annas@gmail.com"], "phones": ["+4915123456789", "+493012345678"],
+        "role_emails": [],
     }
+
+
+def test_match_record_keeps_role_addresses_apart_from_personal_ones():
+    """A role address never links, but the model weighs it as evidence of its own: the people who
+    use info@ of one firm are few, and names tell them apart."""
+    record = to_match_record(normalize_account(
+        {"source": "webshop", "id": "W-7", "emails": [" Info@Firma-7.de", "kontakt@firma-7.de", "ida@web.de"]}))
+    assert record["emails"] == ["ida@web.de"]
+    assert record["role_emails"] == ["info@firma-7.de", "kontakt@firma-7.de"]
 
 
 def test_minimal_account_has_empty_match_record():
@@ -333,6 +343,7 @@ def test_minimal_account_has_empty_match_record():
     assert record["unique_id"] == "newsletter:N-1"
     assert record["emails"] == []
     assert record["phones"] == []
+    assert record["role_emails"] == []
     assert all(record[k] is None for k in ("given_name", "family_name", "birth_date", "street", "house_number",
                                            "postcode", "city", "given_name_phonetic", "family_name_phonetic"))
 

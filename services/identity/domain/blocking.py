@@ -9,8 +9,9 @@ from typing import Any
 
 from services.identity.domain.model_settings import name_pair
 
-# (rule name, fields): fields are match-record keys; "birth_year", "given_initial" and "name_pair"
-# (both names in sorted order) are derived.
+# (rule name, fields): fields are match-record keys; "birth_year", "given_initial", "name_pair"
+# (both names in sorted order) and "first_handle" are derived. Role addresses are no real-time key:
+# one on hundreds of accounts would fill the candidate limit (bulk drops such values first).
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("family_phonetic_birth_year", ("family_name_phonetic", "birth_year")),
     ("given_phonetic_postcode", ("given_name_phonetic", "postcode")),
@@ -18,6 +19,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("family_name_postcode", ("family_name", "postcode")),
     ("name_pair", ("name_pair",)),
     ("birth_date_postcode", ("birth_date", "postcode")),
+    ("handle", ("first_handle",)),  # a social handle that is another account's login
 )
 
 
@@ -30,6 +32,9 @@ def _value(record: Mapping[str, Any], name: str) -> str | None:
     if name == "given_initial":
         gn = record.get("given_name")
         return str(gn)[:1] if gn else None
+    if name == "first_handle":
+        handles = record.get("handles")
+        return str(handles[0]) if handles else None
     value = record.get(name)
     return str(value) if value else None
 

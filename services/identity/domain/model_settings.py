@@ -188,6 +188,9 @@ COMPARISONS: tuple[ComparisonSpec, ...] = (
     # Social handles and login names, bare (without provider or source) and pooled: a person's
     # social handle is often their webshop login. Which handles count: normalize.model_handle.
     _array("handles", "share a handle"),
+    # A role address (info@, kontakt@) narrows the candidates to the people who use it; which of
+    # them a record is, only names and the rest can tell. Its weight is learned like any other.
+    _array("role_emails", "share a role address"),
 )
 
 # Term-frequency adjustments treat no value as rarer than this: a value seen once or twice in the
@@ -205,6 +208,8 @@ PREDICT_BLOCKING = (
     ("birth_date", "postcode"),
     ("first_email",),
     ("first_phone",),
+    ("first_handle",),  # a social handle that is another account's login
+    ("first_role_email",),  # bulk only: a role address on many accounts is dropped before scoring
 )
 # EM sessions: together they leave no comparison untrained; none is blocked on an identifier
 # (Splink 5's EM fails with m=0 when blocked on e-mail or phone), and none on a household's shared
@@ -216,7 +221,8 @@ EM_BLOCKING = (("birth_date",), ("given_name", "family_name"))
 PRIOR_RULES = (("given_name", "family_name", "birth_date"), ("family_name", "birth_date", "postcode"))
 COLUMNS = ("unique_id", "given_name", "family_name", "given_name_phonetic", "family_name_phonetic", "birth_date",
            "street", "house_number", "postcode", "city", "emails", "phones", "handles", "birth_year",
-           "given_initial", "first_email", "first_phone", "name_pair")
+           "given_initial", "first_email", "first_phone", "name_pair", "role_emails", "first_handle",
+           "first_role_email")
 
 
 def splink_settings() -> dict[str, Any]:
@@ -265,12 +271,15 @@ def prepare(record: Record) -> Record:
     out["emails"] = list(record.get("emails") or [])
     out["phones"] = list(record.get("phones") or [])
     out["handles"] = list(record.get("handles") or [])  # absent from records stored before handles
+    out["role_emails"] = list(record.get("role_emails") or [])  # absent from records stored before 12-03
     bd = record.get("birth_date")
     out["birth_year"] = bd[:4] if bd else None
     gn = record.get("given_name")
     out["given_initial"] = gn[:1] if gn else None
     out["first_email"] = out["emails"][0] if out["emails"] else None
     out["first_phone"] = out["phones"][0] if out["phones"] else None
+    out["first_handle"] = out["handles"][0] if out["handles"] else None
+    out["first_role_email"] = out["role_emails"][0] if out["role_emails"] else None
     out["name_pair"] = name_pair(record)
     return out
 

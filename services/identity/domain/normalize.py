@@ -549,8 +549,10 @@ def to_match_record(acc: NormalizedAccount) -> dict[str, Any]:
         "house_number": acc.house_number,
         "postcode": acc.postcode,
         "city": acc.city,
-        # Role addresses are shared by whoever works there: no evidence that two records are one person.
+        # Role addresses are shared by whoever works there: they never link, and the model weighs
+        # them apart from personal addresses (colleagues share them; one person's accounts do too).
         "emails": sorted(i.value for i in acc.identifiers if i.kind == "email" and i.links),
+        "role_emails": sorted(i.value for i in acc.identifiers if i.kind == "email" and not i.links),
         "phones": sorted(i.value for i in acc.identifiers if i.kind == "phone"),
     }
 
