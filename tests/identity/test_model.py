@@ -195,7 +195,8 @@ def test_a_shared_role_address_is_evidence_but_never_enough_alone(model, records
     address = next(r["role_emails"][0] for r in records if r["role_emails"])
     lone = scorer.score({"unique_id": "n1", "role_emails": [address]}, {"unique_id": "n2", "role_emails": [address]})
     role = next(c for c in lone.contributions if c.comparison == "role_emails")
-    assert role.level == "share a role address" and role.match_weight > 3
+    assert role.level == "share a role address"
+    assert role.match_weight > 3
     assert lone.match_probability < 0.5
     named = {"unique_id": "a", "given_name": "ida", "family_name": "horn"}
     names_only = scorer.score(named, {**named, "unique_id": "b"})
