@@ -10,7 +10,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 from services.common.config import TelemetrySettings
 
@@ -33,11 +33,7 @@ def configure_telemetry(service: str, settings: TelemetrySettings) -> None:
     resource = Resource.create(
         {"service.name": f"tessera-{service}", "service.namespace": settings.service_namespace}
     )
-    # Without an exporter nobody reads a recorded span: root spans are then created unsampled
-    # (they keep their trace and span ids, so logs still carry them, at a third of the cost),
-    # while a caller's sampled trace is still recorded and its flag passed on downstream.
-    sampler = None if settings.otlp_endpoint else ParentBased(root=ALWAYS_OFF)
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+    tracer_provider = TracerProvider(resource=resource, sampler=span_sampler(settings))
     readers = []
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -54,6 +50,14 @@ def configure_telemetry(service: str, settings: TelemetrySettings) -> None:
         readers.append(PrometheusMetricReader())
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def span_sampler(settings: TelemetrySettings) -> Sampler | None:
+    """Without an exporter nobody reads a recorded span: root spans are then created unsampled
+    (they keep their trace and span ids, so logs still carry them, at about half the cost), while
+    a caller's sampled trace is still recorded and its flag passed on downstream. None keeps the
+    SDK's default (parent-based, always on)."""
+    return None if settings.otlp_endpoint else ParentBased(root=ALWAYS_OFF)
 
 
 def rpc_metrics() -> RpcMetrics:
