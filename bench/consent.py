@@ -8,10 +8,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -77,8 +84,7 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
                     for s, e in rng.sample(refs_raw, min(len(refs_raw), 20_000))]
 
         def check(subject: subject_pb2.Subject) -> None:
-            consent.CheckConsent(cpb.CheckConsentRequest(subject=subject, purpose="purposes/newsletter-email",
-                                                         channel=cpb.CHANNEL_EMAIL))
+            consent.CheckConsent(_check_request(subject))
 
         for s in subjects[:2000]:  # a running service has its scope cache warm
             check(s)
@@ -106,8 +112,10 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
         for t in threads:
             t.join()
         throughput = sum(done) / (time.perf_counter() - t0)
-        light_throughput = asyncio.run(_async_throughput(stack.env["TESSERA_CLIENTS_CONSENT_ADDR"],
-                                                         subjects[:2000]))
+        address = stack.env["TESSERA_CLIENTS_CONSENT_ADDR"]
+        light_throughput = asyncio.run(_async_throughput(address, subjects[:2000]))
+        native = _h2load_throughput(address, consent, [_check_request(s) for s in subjects[:4]],
+                                    server_pid=stack.pids["consent"])
         batch = subjects[:10_000]
         t0 = time.perf_counter()
         consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=batch, purpose="purposes/newsletter-email"),
@@ -120,9 +128,59 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
                 "event_load_seconds": round(load_seconds, 1), "check_warm_cache": percentiles(latencies),
                 "checks_per_second_8_threads": round(throughput),
                 "checks_per_second_async_client": round(light_throughput),
+                "checks_per_second_h2load": native,
                 "batch_check_seconds": round(batch_seconds, 2),
                 "batch_subjects": len(batch), "verify_seconds": round(verify_seconds, 1),
                 "verify_valid": verified.valid, "verified_events": verified.checked_events}
+
+
+def _check_request(subject: subject_pb2.Subject) -> cpb.CheckConsentRequest:
+    return cpb.CheckConsentRequest(subject=subject, purpose="purposes/newsletter-email", channel=cpb.CHANNEL_EMAIL)
+
+
+def _h2load_throughput(address: str, consent: consent_pb2_grpc.ConsentServiceStub,
+                       requests: list[cpb.CheckConsentRequest], *, server_pid: int, seconds: int = 10
+                       ) -> dict[str, Any] | str:
+    """Checks per second driven by nghttp2's `h2load`, a load generator in C (Debian package
+    `nghttp2-client`): the Python clients above spend as much CPU per call as the service, and on
+    two shared cores that caps what they can measure. One h2load process per request (h2load
+    sends one fixed body), two connections of eight streams each. h2load counts HTTP/2 responses;
+    gRPC errors are trailers-only responses without a body, so a check is counted as answered
+    only by the bytes of its response message. The service's CPU per check says what binds it:
+    one process of Python is bound by one core (the GIL) at 1 / (CPU per check)."""
+    if shutil.which("h2load") is None:
+        return "h2load not installed (apt-get install nghttp2-client)"
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = []
+        for k, request in enumerate(requests):
+            body = request.SerializeToString()
+            path = Path(tmp) / f"check-{k}.bin"
+            path.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)  # gRPC length-prefixed message
+            runs.append((path, 5 + consent.CheckConsent(request).ByteSize()))
+        started, cpu_before = time.perf_counter(), _cpu_seconds(server_pid)
+        procs = [subprocess.Popen(
+            ["h2load", "--duration", str(seconds), "--clients", "2", "--max-concurrent-streams", "8",
+             "--threads", "1", "--header", "content-type: application/grpc", "--header", "te: trailers",
+             "--data", str(path), f"http://{address}/tessera.consent.v1.ConsentService/CheckConsent"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for path, _ in runs]
+        outputs = [proc.communicate()[0] for proc in procs]
+        elapsed, cpu = time.perf_counter() - started, _cpu_seconds(server_pid) - cpu_before
+    done = answered = 0.0
+    for output, (_, response_bytes) in zip(outputs, runs, strict=True):
+        requests_line = re.search(r"requests: \d+ total, \d+ started, (\d+) done", output)
+        data = re.search(r"B \((\d+)\) data", output)  # "486.34KB (498015) data": exact bytes
+        if requests_line is None or data is None:
+            raise RuntimeError(f"unexpected h2load output: {output[-500:]}")
+        done += int(requests_line.group(1))
+        answered += int(data.group(1)) / response_bytes
+    return {"checks_per_second": round(done / elapsed), "answered_share": round(min(answered / done, 1.0), 3),
+            "server_cpu_ms_per_check": round(cpu / done * 1000, 3), "processes": len(runs)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _async_throughput(address: str, subjects: list[subject_pb2.Subject], in_flight: int = 32,
