@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--trap-report", help="write each wrongly merged trap group's accounts here (JSON lines)")
     p = sub.add_parser("consent", help="consent check latency/throughput, batch check, ledger verification")
-    p.add_argument("--persons", type=int, default=20_000)
+    p.add_argument("--persons", type=int, default=100_000)
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--samples", type=int, default=5000)
     args = parser.parse_args()
