@@ -122,10 +122,12 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
         native = _h2load_throughput(address, consent, [_check_request(s) for s in subjects[:4]],
                                     server_pid=stack.pids["consent"])
         batch = subjects[:10_000]
-        t0 = time.perf_counter()
-        consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=batch, purpose="purposes/newsletter-email"),
-                                  timeout=600)
-        batch_seconds = time.perf_counter() - t0
+        batch_seconds = []
+        for _ in range(2):  # the second time with every subject's scope cached, as for a campaign re-checked
+            t0 = time.perf_counter()
+            consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=batch,
+                                                                   purpose="purposes/newsletter-email"), timeout=600)
+            batch_seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         verified = consent.VerifyLedger(cpb.VerifyLedgerRequest(), timeout=3600)
         verify_seconds = time.perf_counter() - t0
@@ -135,7 +137,8 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
                 "checks_per_second_8_threads": round(throughput),
                 "checks_per_second_async_client": round(light_throughput),
                 "checks_per_second_h2load": native,
-                "batch_check_seconds": round(batch_seconds, 2),
+                "batch_check_seconds": round(batch_seconds[0], 2),
+                "batch_check_seconds_scopes_cached": round(batch_seconds[1], 2),
                 "batch_subjects": len(batch), "verify_seconds": round(verify_seconds, 1),
                 "verify_valid": verified.valid, "verified_events": verified.checked_events}
 
