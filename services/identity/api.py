@@ -108,7 +108,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     def _link_response(self, outcome: LinkOutcome) -> pb.LinkAccountResponse:
         return pb.LinkAccountResponse(
-            person=person_to_proto(self.service.get_person(outcome.person_id)),
+            person=person_to_proto(outcome.person or self.service.get_person(outcome.person_id)),
             account=pb.Account(name=f"persons/{outcome.person_id}/accounts/{outcome.account_id}",
                                link_method=LINK_METHODS.get(outcome.method, pb.LINK_METHOD_UNSPECIFIED),
                                link_probability=outcome.probability),

@@ -55,6 +55,9 @@ class LinkOutcome:
     problems: list[tuple[str, str]]
     merged_persons: list[str]
     blocked: dict[str, str] = field(default_factory=dict)
+    # The person as this link left it, when that is known without reading it back: a person the
+    # link created holds just this account (callers read any other person with `get_person`).
+    person: PersonView | None = None
 
 
 @dataclass
@@ -260,7 +263,8 @@ class IdentityService:
         log.info("account_linked", method=method, person_id=person_id, count=len(merged))
         return LinkOutcome(account_id=account_id, person_id=person_id, created_person=created, method=method,
                            probability=probability, problems=problems, merged_persons=merged,
-                           blocked=selection.blocked)
+                           blocked=selection.blocked,
+                           person=PersonView(person_id, now, now, 1, []) if created else None)
 
     def _deterministic_candidates(self, rows: list[dict[str, Any]], current: dict | None
                                   ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:

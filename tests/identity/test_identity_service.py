@@ -61,6 +61,20 @@ def test_shared_normalised_identifier_links_deterministically(stub):
     assert by_phone.account_count == 3
 
 
+def test_link_response_shows_the_person_as_stored(stub):
+    """A new person's view is built without reading it back; it must be what GetPerson reads,
+    for a new person and for one an account joined."""
+    first = link(stub, "webshop", "p1", emails=["lena.vogt@example.org"], given_name="Lena")
+    assert first.created_person
+    stored = stub.GetPerson(pb.GetPersonRequest(name=first.person.name))
+    assert first.person == stored
+    assert first.person.account_count == 1
+    second = link(stub, "app", "p2", emails=["lena.vogt@example.org"], given_name="Lena")
+    assert not second.created_person
+    assert second.person == stub.GetPerson(pb.GetPersonRequest(name=first.person.name))
+    assert second.person.account_count == 2
+
+
 def test_family_sharing_a_landline_is_not_merged(stub):
     landline = "030 44556677"
     mother = link(stub, "loyalty", "m", phones=[landline], given_name="Petra", family_name="Krause",
