@@ -264,7 +264,8 @@ class IdentityService:
         return LinkOutcome(account_id=account_id, person_id=person_id, created_person=created, method=method,
                            probability=probability, problems=problems, merged_persons=merged,
                            blocked=selection.blocked,
-                           person=PersonView(person_id, now, now, 1, []) if created else None)
+                           person=PersonView(person_id=person_id, created_at=now, updated_at=now, account_count=1,
+                                             merged_persons=[]) if created else None)
 
     def _deterministic_candidates(self, rows: list[dict[str, Any]], current: dict | None
                                   ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
