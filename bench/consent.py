@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from tessera.identity.v1 import identity_pb2_grpc
 from tessera.type.v1 import subject_pb2
 
 from bench.harness import local_stack, percentiles
-from bench.realtime import _batches, _stage_batches
+from bench.realtime import _stage_batches
 from services.common.config import GraphSettings
 from services.common.crypto import BlindIndex, load_or_create_key
 from services.common.graph.factory import connect
@@ -38,6 +39,7 @@ from services.consent.store import ConsentStore
 
 PURPOSES = ["newsletter-email", "sms-marketing", "personalised-offers", "push-offers"]
 KINDS = ["grant"] * 6 + ["withdraw", "deny"]
+CHECKED_PURPOSE = "purposes/newsletter-email"  # what every check and batch asks about
 
 
 def _load_events(store: ConsentStore, refs: list[str], total: int, batch: int = 5000) -> float:
@@ -70,12 +72,16 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
         identity = identity_pb2_grpc.IdentityServiceStub(stack.channels["identity"])
         consent = consent_pb2_grpc.ConsentServiceStub(stack.channels["consent"])
         refs_raw: list[tuple[str, str]] = []
-        for batch in _batches(persons, 3):
-            refs_raw.extend((r.account.ref.source, r.account.ref.external_id) for r in batch.requests)
+
+        def noting_refs(batches: Iterator[ipb.StageAccountsRequest]) -> Iterator[ipb.StageAccountsRequest]:
+            for batch in batches:
+                refs_raw.extend((a.ref.source, a.ref.external_id) for a in batch.accounts)
+                yield batch
+
         # The population goes in through the bulk path (stage, then one link that trains the
         # model), as an initial import would: linked one by one, 100k persons take over 15 minutes.
         population_started = time.perf_counter()
-        sum(r.staged for r in identity.StageAccounts(_stage_batches(persons, 3)))
+        sum(r.staged for r in identity.StageAccounts(noting_refs(_stage_batches(persons, 3))))
         list(identity.LinkStagedAccounts(ipb.LinkStagedAccountsRequest(seed=3)))
         population_seconds = time.perf_counter() - population_started
         # Events go straight into the ledger in sealed batches (as a consent-history import
@@ -125,8 +131,8 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
         batch_seconds = []
         for _ in range(2):  # the second time with every subject's scope cached, as for a campaign re-checked
             t0 = time.perf_counter()
-            consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=batch,
-                                                                   purpose="purposes/newsletter-email"), timeout=600)
+            consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=batch, purpose=CHECKED_PURPOSE),
+                                      timeout=600)
             batch_seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         verified = consent.VerifyLedger(cpb.VerifyLedgerRequest(), timeout=3600)
@@ -144,7 +150,7 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
 
 
 def _check_request(subject: subject_pb2.Subject) -> cpb.CheckConsentRequest:
-    return cpb.CheckConsentRequest(subject=subject, purpose="purposes/newsletter-email", channel=cpb.CHANNEL_EMAIL)
+    return cpb.CheckConsentRequest(subject=subject, purpose=CHECKED_PURPOSE, channel=cpb.CHANNEL_EMAIL)
 
 
 def _h2load_throughput(address: str, consent: consent_pb2_grpc.ConsentServiceStub,
@@ -205,9 +211,7 @@ async def _async_throughput(address: str, subjects: list[subject_pb2.Subject], i
             nonlocal done
             i = k
             while time.perf_counter() < end:
-                await stub.CheckConsent(cpb.CheckConsentRequest(
-                    subject=subjects[i % len(subjects)], purpose="purposes/newsletter-email",
-                    channel=cpb.CHANNEL_EMAIL))
+                await stub.CheckConsent(_check_request(subjects[i % len(subjects)]))
                 done += 1
                 i += in_flight
 
