@@ -88,9 +88,21 @@ def test_value_reads_one_value_exactly_as_run_does(graph, value):
     assert graph.value(VALUE_OF) == graph.run(VALUE_OF)[0]["value"]
 
 
-def test_value_of_a_map_comes_from_the_clients_parser(graph):
-    stmt = Statement("test.map_value", "RETURN {k: 'v', n: [1, 2]} AS m")
-    assert graph.value(stmt) == {"k": "v", "n": [1, 2]}
+def test_value_of_a_map_keeps_its_nested_values(graph):
+    stmt = Statement("test.map_value", "RETURN {k: 'v', n: [1, 2.5, null, true]} AS m")
+    assert graph.value(stmt) == {"k": "v", "n": [1, 2.5, None, True]}
+
+
+def test_values_the_adapter_does_not_decode_come_from_the_clients_parser(graph):
+    stmt = Statement("test.point", "RETURN point({latitude: 52.5, longitude: 13.25}) AS p, 'x' AS s")
+    assert graph.run(stmt) == [{"p": {"latitude": 52.5, "longitude": 13.25}, "s": "x"}]
+    assert graph.value(Statement("test.point_value", "RETURN point({latitude: 1.0, longitude: 2.0}) AS p")) == {
+        "latitude": 1.0, "longitude": 2.0}
+
+
+def test_a_write_without_return_gives_no_rows(graph):
+    assert graph.run(Statement("test.silent_write", "CREATE (:Echo {id: 'silent'})", write=True)) == []
+    assert graph.run(ECHO_READ, {"id": "silent"}) == [{"value": None, "id": "silent"}]
 
 
 def test_value_without_a_row_or_graph_is_none(graph):

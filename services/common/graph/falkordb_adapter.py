@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlparse
 import redis.exceptions as rex
 import structlog
 from falkordb import FalkorDB
+from falkordb.query_result import QueryResult
 
 from services.common.errors import Aborted
 from services.common.graph import dialect
@@ -23,8 +24,30 @@ _TRANSIENT = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, Conne
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
-# Compact result-set scalar types (FalkorDB's `--compact` reply) that `value` decodes itself.
-_NULL, _STRING, _INTEGER, _BOOLEAN, _DOUBLE = 1, 2, 3, 4, 5
+# FalkorDB's compact reply (`--compact`) gives every value as [type, raw]. The types below are
+# decoded here; nodes, edges, paths, points and temporal values go to the client's own parser.
+_NULL, _STRING, _INTEGER, _BOOLEAN, _DOUBLE, _ARRAY, _MAP = 1, 2, 3, 4, 5, 6, 10
+
+
+class _NotPlain(Exception):
+    """A compact value `_decode` leaves to the client's parser."""
+
+
+def _decode(cell: list[Any]) -> Any:
+    kind, raw = cell
+    if kind in (_STRING, _INTEGER):
+        return raw
+    if kind == _NULL:
+        return None
+    if kind == _ARRAY:
+        return [_decode(c) for c in raw]
+    if kind == _BOOLEAN:
+        return raw == "true"
+    if kind == _DOUBLE:
+        return float(raw)
+    if kind == _MAP:
+        return {raw[i]: _decode(raw[i + 1]) for i in range(0, len(raw), 2)}
+    raise _NotPlain
 
 
 def _plain(value: Any) -> Any:
@@ -76,26 +99,50 @@ class FalkorDBGraph:
     def run(self, statement: Statement, params: dict[str, Any] | None = None) -> list[Row]:
         def call() -> list[Row]:
             try:
-                if statement.write:
-                    result = self._connected()[1].query(statement.text, params or {})
-                else:
-                    result = self._read(statement.text, params or {})
+                reply = self._query(statement.write, statement.text, params or {})
             except _TRANSIENT as exc:
                 raise TransientGraphError(str(exc)) from exc
             except rex.ResponseError as exc:
                 if "unique constraint violation" in str(exc):
                     raise Aborted("a concurrent write conflicted; retry", reason="GRAPH_CONFLICT") from exc
                 raise GraphQueryError(f"graph statement {statement.name} failed") from exc
-            names = [h[1] for h in result.header]
-            # Most values are scalars; only maps and lists need converting (this runs per value).
-            return [{name: value if value.__class__ in _SCALARS else _plain(value)
-                     for name, value in zip(names, row, strict=True)} for row in result.result_set]
+            return self._rows(reply)
 
         return with_retries(call, attempts=self._retries, statement=statement.name)
 
+    def _query(self, write: bool, text: str, params: dict[str, Any]) -> list[Any]:
+        """The raw compact reply. The command is the one the client's own `query` sends, with its
+        parameter header (the client's quoting), but the reply is decoded by `_rows`: the client's
+        parser costs more than the round trip on reads of a few thousand rows."""
+        graph = self._connected()[1]
+        command = "GRAPH.QUERY" if write else "GRAPH.RO_QUERY"
+        query = graph._build_params_header(params) + text if params else text
+        try:
+            reply = graph.execute_command(command, self._name, query, "--compact")
+        except rex.ResponseError as exc:
+            # A graph that has never been written does not exist yet: a read of it finds nothing.
+            if write or "empty key" not in str(exc):
+                raise
+            reply = graph.execute_command("GRAPH.QUERY", self._name, query, "--compact")
+        for part in (reply[0], reply[-1]):  # errors met while running come back inside the reply
+            if isinstance(part, rex.ResponseError):
+                raise part
+        return reply
+
+    def _rows(self, reply: list[Any]) -> list[Row]:
+        if len(reply) == 1:  # statistics only: the statement returns nothing
+            return []
+        names = [h[1] for h in reply[0]]
+        try:
+            return [{name: _decode(cell) for name, cell in zip(names, row, strict=True)} for row in reply[1]]
+        except _NotPlain:
+            result = QueryResult(self._connected()[1], reply)
+            return [{name: value if value.__class__ in _SCALARS else _plain(value)
+                     for name, value in zip(names, row, strict=True)} for row in result.result_set]
+
     def value(self, statement: Statement) -> Any:
-        """A raw GRAPH.RO_QUERY whose compact reply is decoded here when it is one scalar: the
-        client's result parsing costs about as much as the round trip on reads this small."""
+        """One value, read over a connection of its own with no pool checkout: on reads this
+        small (the ledger head before every check) the checkout costs as much as the round trip."""
         if statement.write:
             raise ValueError(f"{statement.name} is a write; value() serves reads")
 
@@ -124,14 +171,11 @@ class FalkorDBGraph:
                     return None
                 if len(rows) > 1 or len(rows[0]) != 1:
                     raise GraphQueryError(f"graph statement {statement.name} returned more than one value")
-                kind, raw = rows[0][0]
-                if kind in (_INTEGER, _STRING, _NULL):
-                    return raw
-                if kind == _BOOLEAN:
-                    return raw == "true"
-                if kind == _DOUBLE:
-                    return float(raw)
-            found = self.run(statement)  # maps, lists, nodes: the client's own parser
+                try:
+                    return _decode(rows[0][0])
+                except _NotPlain:
+                    pass
+            found = self.run(statement)  # nodes, points, temporal values: the client's own parser
             return next(iter(found[0].values())) if found else None
 
         return with_retries(call, attempts=self._retries, statement=statement.name)
@@ -140,16 +184,6 @@ class FalkorDBGraph:
         if self._value_connection is not None:
             self._value_connection.disconnect()
             self._value_connection = None
-
-    def _read(self, text: str, params: dict[str, Any]) -> Any:
-        graph = self._connected()[1]
-        try:
-            return graph.ro_query(text, params)
-        except rex.ResponseError as exc:
-            # A graph that has never been written does not exist yet: a read of it finds nothing.
-            if "empty key" not in str(exc):
-                raise
-            return graph.query(text, params)
 
     def ensure_schema(self, schema: Schema) -> None:
         def call() -> None:
