@@ -184,19 +184,17 @@ class LedgerEventCache:
     def latest_events(self, refs: list[str], purpose_id: str, at_ms: int, generation: int | None
                       ) -> dict[str, Events]:
         """Per ref, what `ConsentStore.latest_events` returns for it; from memory where possible.
-        `generation` None reads the store without caching (checks of a past time)."""
-        empty: dict[str, Events] = {}
+        A ref the ledger holds no event for may be left out. `generation` None reads the store
+        without caching (checks of a past time)."""
+        lookup = refs
         if generation is not None:
             # A ref without any event needs no lookup: most refs of a scope (a person's other
             # identifiers) never had a decision recorded on them.
             with self._lock:
-                holders = self._holders
-                if holders is not None:
-                    empty = {ref: [] for ref in refs if ref not in holders}
-        lookup = [ref for ref in refs if ref not in empty] if empty else refs
-        found = self._read(self._refs, lookup, purpose_id, generation,
-                           lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
-        return {**empty, **found} if empty else found
+                if self._holders is not None:
+                    lookup = [ref for ref in refs if ref in self._holders]
+        return self._read(self._refs, lookup, purpose_id, generation,
+                          lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
 
     def person_events(self, person_ids: list[str], purpose_id: str, at_ms: int, generation: int | None
                       ) -> dict[str, Events]:

@@ -82,17 +82,16 @@ class IdentityScopes:
         person_id = person.name.removeprefix("persons/")
         ids = (person_id, *(p.removeprefix("persons/") for p in person.merged_persons))
         refs: dict[str, str] = {f"person:{pid}": "deterministic" for pid in ids}
-        for ref in resolution.references:
+        for ref in resolution.references:  # per reference the strongest link that holds it
             prefix = REFERENCE_PREFIX.get(ref.kind)
             if prefix:
-                _merge(refs, f"{prefix}{ref.token}", ASSURANCE.get(ref.link_method, "unknown"))
+                key = prefix + ref.token
+                level = ASSURANCE.get(ref.link_method, "unknown")
+                held = refs.get(key)
+                if held is None or STRENGTH[level] >= STRENGTH[held]:
+                    refs[key] = level
         refs.setdefault(target, "deterministic")
         return Scope(target=target, refs=refs, person_ids=ids, person_id=person_id)
-
-
-def _merge(refs: dict[str, str], ref: str, level: str) -> None:
-    if STRENGTH.get(level, 0) >= STRENGTH.get(refs.get(ref, "unknown"), 0):
-        refs[ref] = level
 
 
 def follow_person_changes(stub: identity_pb2_grpc.IdentityServiceStub, on_change: Any, stop: Any) -> None:

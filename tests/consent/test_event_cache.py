@@ -154,7 +154,7 @@ def test_refs_without_any_event_are_not_looked_up_until_one_is_recorded(store):
     other_replica = ConsentStore(store.graph)
     append(other_replica, ANNA, "grant")
     first = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, cache.sync())
-    assert first[BERT] == []
+    assert first.get(BERT, []) == []  # a ref without events may be left out
     assert store.reads == [ANNA]  # Bert holds no event: nothing to look up
 
     append(other_replica, BERT, "grant")  # Bert's first event, on another replica
