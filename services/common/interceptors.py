@@ -4,6 +4,7 @@ BadRequest details). Servicers therefore only translate protos and call domain c
 
 from __future__ import annotations
 
+import inspect
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -106,10 +107,12 @@ class ServerInterceptor(grpc.ServerInterceptor):
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
+        return self.wrapped_handler(continuation(handler_call_details), handler_call_details.method)
+
+    def wrapped_handler(self, handler: Any, method: str) -> Any:
+        """`handler` with the bookkeeping around each call (None stays None)."""
         if handler is None:
             return None
-        method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -138,6 +141,20 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     def _wrap_unary(self, behaviour: Callable, method: str) -> Callable:
         info = _Method(method)
+        if inspect.iscoroutinefunction(behaviour):  # on the asyncio server's event loop
+            async def wrapped_coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                rpc = _Rpc(self, info, context, current_span=True)
+                try:
+                    rpc.admit()
+                    return await behaviour(request, context)
+                except Exception as exc:
+                    status = rpc.failure(exc)
+                    await context.abort(status.code, status.details, status.trailing_metadata)  # raises
+                    raise
+                finally:
+                    rpc.end()
+
+            return wrapped_coroutine
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             rpc = _Rpc(self, info, context, current_span=True)
@@ -203,20 +220,29 @@ class _Rpc:
         structlog.contextvars.bind_contextvars(caller=name)
 
     def fail(self, exc: Exception) -> None:
+        """Aborts the call with the status for `exc` (a synchronous context: raises)."""
+        status = self.failure(exc)
+        # What abort_with_status does, which the asyncio server's context for synchronous
+        # handlers lacks.
+        self.context.set_trailing_metadata(status.trailing_metadata)
+        self.context.abort(status.code, status.details)
+
+    def failure(self, exc: Exception) -> grpc.Status:
+        """The status `exc` ends the call with, recorded on the span (and logged if unexpected)."""
         if isinstance(exc, _Deadline):
             self.code = grpc.StatusCode.DEADLINE_EXCEEDED
             self.span.set_status(Status(StatusCode.ERROR, "DEADLINE_EXCEEDED"))
-            self.context.abort(self.code, "the deadline expired before the call started")
+            return _Status(self.code, "the deadline expired before the call started", ())
         if isinstance(exc, errors.TesseraError):
             self.code = grpc_code_for(exc)
             self.span.set_status(Status(StatusCode.ERROR, exc.reason))
-            self.context.abort_with_status(rpc_status.to_status(to_status(exc)))
+            return rpc_status.to_status(to_status(exc))
         self.code = grpc.StatusCode.INTERNAL
         # Only the type and the stack: exception messages may quote personal data.
         log.error("rpc_internal_error", error_type=type(exc).__name__,
                   stack="".join(traceback.format_tb(exc.__traceback__)))
         self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        self.context.abort_with_status(rpc_status.to_status(_internal_status()))
+        return rpc_status.to_status(_internal_status())
 
     def end(self) -> None:
         elapsed_ms = (time.perf_counter() - self.start) * 1000
@@ -236,3 +262,19 @@ class _Rpc:
 
 class _Deadline(Exception):
     pass
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple):
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
+
+
+class AsyncioServerInterceptor(grpc.aio.ServerInterceptor):
+    """The same bookkeeping for grpc's asyncio server: its handlers written as coroutines get a
+    coroutine wrapper, the others (run on its thread pool) the synchronous one."""
+
+    def __init__(self, inner: ServerInterceptor):
+        self._inner = inner
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
+        return self._inner.wrapped_handler(await continuation(handler_call_details), handler_call_details.method)

@@ -17,9 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import auth
+from services.common.asyncio_server import AsyncioServer
 from services.common.config import Settings
 from services.common.errors import TesseraError
-from services.common.interceptors import ServerInterceptor
+from services.common.interceptors import AsyncioServerInterceptor, ServerInterceptor
 
 log = structlog.get_logger("tessera.server")
 
@@ -40,6 +41,10 @@ class ServiceSpec:
     # (a service whose store was down at start serves before its schema gate could run).
     schema_ready: Callable[[], bool] = lambda: True
     extra_service_names: list[str] = field(default_factory=list)
+    # Serve on grpc's asyncio server: handlers written as coroutines run on its event loop, the
+    # others on its thread pool. Synchronous streaming handlers work there too, but each message
+    # is one hop to the pool: services with bulk streams (identity's import) stay synchronous.
+    asyncio: bool = False
 
 
 class RunningServer:
@@ -53,13 +58,18 @@ class RunningServer:
                                         accepting=spec.schema_ready)
         options = [("grpc.max_receive_message_length", 32 * 1024 * 1024),
                    ("grpc.so_reuseport", 0)]
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.server.max_workers),
-                                  interceptors=[interceptor], options=options)
-        spec.register(self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        pool = futures.ThreadPoolExecutor(max_workers=settings.server.max_workers)
+        self.server: grpc.Server | AsyncioServer
+        if spec.asyncio:
+            self.server = AsyncioServer(pool, [AsyncioServerInterceptor(interceptor)], options)
+            registry: Any = self.server.grpc
+        else:
+            self.server = registry = grpc.server(pool, interceptors=[interceptor], options=options)
+        spec.register(registry)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
         names = [spec.full_name, *spec.extra_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self.server)
+        reflection.enable_server_reflection(names, registry)
         address = f"{settings.server.host}:{settings.port_for(spec.name)}"
         if settings.auth.mode == "mtls":
             creds = grpc.ssl_server_credentials(

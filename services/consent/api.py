@@ -14,6 +14,7 @@ from services.common import protos
 from services.common.auth import current_caller
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.unimplemented import not_yet
+from services.consent.async_checks import AsyncChecks
 from services.consent.domain.purposes import Channel, LawfulBasis, Purpose
 from services.consent.service import ConsentService, Provenance, Recorded
 
@@ -114,6 +115,7 @@ def record_to_proto(rec: Recorded) -> pb.ConsentRecord:
 class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
     def __init__(self, service: ConsentService):
         self.service = service
+        self.checks = AsyncChecks(service)
 
     # purposes
     def CreatePurpose(self, request: pb.CreatePurposeRequest, context: grpc.ServicerContext) -> pb.Purpose:
@@ -214,13 +216,15 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             out.expire_time.CopyFrom(protos.timestamp(decision.expires_at_ms))
         return out
 
-    def CheckConsent(self, request: pb.CheckConsentRequest, context: grpc.ServicerContext
-                     ) -> pb.CheckConsentResponse:
+    async def CheckConsent(self, request: pb.CheckConsentRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.CheckConsentResponse:
+        """A coroutine: the hot path, served on the asyncio server's event loop (the others are
+        synchronous and run on its thread pool)."""
         subject = protos.parse_subject(request.subject)
         purpose_id = purpose_id_of(request.purpose)
         current_caller().require_purpose(purpose_id)
         at = protos.millis(request.read_time) if request.HasField("read_time") else None
-        return self._result(*self.service.check(subject, purpose_id, channel_of(request.channel), at))
+        return self._result(*await self.checks.check(subject, purpose_id, channel_of(request.channel), at))
 
     def BatchCheckConsent(self, request: pb.BatchCheckConsentRequest, context: grpc.ServicerContext
                           ) -> pb.BatchCheckConsentResponse:

@@ -29,6 +29,10 @@ Events = list[dict[str, Any]]
 READ_CHUNK = 1000
 
 
+class NotInMemory(Exception):
+    """A read asked to be answered from memory only needs the store."""
+
+
 class _Read:
     """One head read and the callers sharing it."""
 
@@ -181,11 +185,12 @@ class LedgerEventCache:
             self._generation += 1
             return self._generation
 
-    def latest_events(self, refs: list[str], purpose_id: str, at_ms: int, generation: int | None
-                      ) -> dict[str, Events]:
+    def latest_events(self, refs: list[str], purpose_id: str, at_ms: int, generation: int | None, *,
+                      from_memory: bool = False) -> dict[str, Events]:
         """Per ref, what `ConsentStore.latest_events` returns for it; from memory where possible.
         A ref the ledger holds no event for may be left out. `generation` None reads the store
-        without caching (checks of a past time)."""
+        without caching (checks of a past time). `from_memory`: raise `NotInMemory` rather than
+        read the store."""
         lookup = refs
         if generation is not None:
             # A ref without any event needs no lookup: most refs of a scope (a person's other
@@ -194,16 +199,19 @@ class LedgerEventCache:
                 if self._holders is not None:
                     lookup = [ref for ref in refs if ref in self._holders]
         return self._read(self._refs, lookup, purpose_id, generation,
-                          lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref")
+                          lambda chunk: self.store.latest_events(chunk, purpose_id, at_ms), "subject_ref",
+                          from_memory)
 
-    def person_events(self, person_ids: list[str], purpose_id: str, at_ms: int, generation: int | None
-                      ) -> dict[str, Events]:
+    def person_events(self, person_ids: list[str], purpose_id: str, at_ms: int, generation: int | None, *,
+                      from_memory: bool = False) -> dict[str, Events]:
         """Per person id, the latest events recorded on it (as `latest_events` reduces them)."""
         return self._read(self._persons, person_ids, purpose_id, generation,
-                          lambda chunk: self.store.latest_person_events(chunk, purpose_id, at_ms), "person_id")
+                          lambda chunk: self.store.latest_person_events(chunk, purpose_id, at_ms), "person_id",
+                          from_memory)
 
     def _read(self, table: dict[str, dict[str, Events]], keys: list[str], purpose_id: str,
-              generation: int | None, fetch: Callable[[list[str]], Events], key_field: str) -> dict[str, Events]:
+              generation: int | None, fetch: Callable[[list[str]], Events], key_field: str,
+              from_memory: bool) -> dict[str, Events]:
         found: dict[str, Events] = {}
         missing = []
         if generation is not None:
@@ -216,6 +224,8 @@ class LedgerEventCache:
                         found[key] = hit
         else:
             missing = keys
+        if missing and from_memory:
+            raise NotInMemory()
         for start in range(0, len(missing), READ_CHUNK):
             chunk = missing[start:start + READ_CHUNK]
             read: dict[str, Events] = {key: [] for key in chunk}

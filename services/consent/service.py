@@ -30,7 +30,7 @@ from services.common.protos import SubjectRef
 from services.consent.domain import ledger, policy
 from services.consent.domain.purposes import Channel, LawfulBasis, Purpose, requires_fresh_consent, validate
 from services.consent.domain.receipts import Receipt, ReceiptSigner
-from services.consent.event_cache import LedgerEventCache
+from services.consent.event_cache import LedgerEventCache, NotInMemory
 from services.consent.store import ConsentStore
 
 log = structlog.get_logger("tessera.consent")
@@ -183,12 +183,14 @@ class ConsentService:
                                 metadata={"purpose": f"purposes/{purpose_id}"})
         return self.get_purpose(purpose_id)
 
-    def current_purpose(self, purpose_id: str) -> Purpose:
+    def current_purpose(self, purpose_id: str, *, from_memory: bool = False) -> Purpose:
         """The current version, cached for a second: checks run thousands of times a second, and a
         new purpose version reaches every replica within that second."""
         hit = self._current.get(purpose_id)
         if hit and hit[0] > time.monotonic():
             return hit[1]
+        if from_memory:
+            raise NotInMemory()
         purpose = self.get_purpose(purpose_id)
         self._current[purpose_id] = (time.monotonic() + 1.0, purpose)
         return purpose
@@ -298,34 +300,54 @@ class ConsentService:
             found = [hit if hit is not None else resolved[s] for s, hit in zip(subjects, found, strict=True)]
         return found
 
-    def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None = None
-              ) -> tuple[policy.Decision, str | None]:
-        """One subject: `check_many` for a batch of one, without the batch's bookkeeping."""
-        prepared = self._prepare(purpose_id, channel, at_ms)
+    def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None = None, *,
+              generation: int | None = None, from_memory: bool = False) -> tuple[policy.Decision, str | None]:
+        """One subject: `check_many` for a batch of one, without the batch's bookkeeping.
+        `generation`: what `LedgerEventCache.sync` returned to this check's caller after the check
+        arrived (else it is asked here). `from_memory`: raise `NotInMemory` rather than call the
+        store or identity."""
+        prepared = self._prepare(purpose_id, channel, at_ms, generation, from_memory=from_memory)
         if prepared[0] is None:
             return prepared[3]
         purpose, versions, generation, at = prepared
         scope = self.cache.get(subject)
         if scope is None:
+            if from_memory:
+                raise NotInMemory()
             scope = self._scopes([subject])[0]
         if scope is None:
             return self._decide(purpose, versions, None, {}, {}, channel, at)
-        by_ref = self.events.latest_events(list(scope.refs), purpose_id, at, generation)
+        by_ref = self.events.latest_events(list(scope.refs), purpose_id, at, generation, from_memory=from_memory)
         by_person = ({} if scope.fresh else
-                     self.events.person_events(list(scope.person_ids), purpose_id, at, generation))
+                     self.events.person_events(list(scope.person_ids), purpose_id, at, generation,
+                                               from_memory=from_memory))
         return self._decide(purpose, versions, scope, by_ref, by_person, channel, at)
 
-    def _prepare(self, purpose_id: str, channel: str | None, at_ms: int | None) -> tuple[Any, Any, Any, Any]:
+    def check_from_memory(self, subject: SubjectRef, purpose_id: str, channel: str | None, generation: int
+                          ) -> tuple[policy.Decision, str | None] | None:
+        """`check` of the present when memory holds everything it needs (a subject checked within
+        the scope cache's lifetime and no decision recorded on it since); else None."""
+        try:
+            return self.check(subject, purpose_id, channel, generation=generation, from_memory=True)
+        except NotInMemory:
+            return None
+
+    def _prepare(self, purpose_id: str, channel: str | None, at_ms: int | None, generation: int | None = None, *,
+                 from_memory: bool = False) -> tuple[Any, Any, Any, Any]:
         """(purpose, versions, generation, time) for checks of one purpose; for a purpose that does
         not exist (None, None, None, the decision for every subject)."""
         at = at_ms or self.clock()
         try:
-            purpose = self.current_purpose(purpose_id)
+            purpose = self.current_purpose(purpose_id, from_memory=from_memory)
         except NotFound:
             return None, None, None, (policy.decide(None, {}, [], {}, target=None, channel=channel, at_ms=at), None)
         # Only checks of the present are served from memory; a past time reads the ledger.
-        generation = self.events.sync() if at_ms is None else None
-        versions: policy.Versions = {1: purpose} if purpose.version == 1 else self._version_of(purpose_id)
+        if at_ms is not None:
+            generation = None
+        elif generation is None:
+            generation = self.events.sync()
+        versions: policy.Versions = ({1: purpose} if purpose.version == 1
+                                     else self._version_of(purpose_id, from_memory=from_memory))
         return purpose, versions, generation, at
 
     def check_many(self, subjects: list[SubjectRef], purpose_id: str, channel: str | None,
@@ -354,10 +376,12 @@ class ConsentService:
         with ThreadPoolExecutor(max_workers=BATCH_WORKERS, thread_name_prefix="batch-check") as pool:
             return [result for part in pool.map(check_chunk, chunks) for result in part]
 
-    def _version_of(self, purpose_id: str) -> Callable[[int], Purpose | None]:
+    def _version_of(self, purpose_id: str, *, from_memory: bool = False) -> Callable[[int], Purpose | None]:
         """Older purpose versions for grants given under them; versions never change once written,
         so each is read once per process."""
         def version(number: int) -> Purpose | None:
+            if from_memory and (purpose_id, number) not in self._purposes:
+                raise NotInMemory()
             try:
                 return self.get_purpose(purpose_id, number)
             except NotFound:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 
 import grpc
 import pytest
@@ -13,7 +15,10 @@ from tessera.identity.v1 import identity_pb2 as ipb
 from tessera.identity.v1 import identity_pb2_grpc
 from tessera.type.v1 import subject_pb2
 
+from services.common import protos
 from services.common.graph.statements import Statement
+from services.consent.app import build_consent
+from services.consent.async_checks import AsyncChecks
 from services.consent.domain.receipts import Receipt, verify_receipt
 from tests.conftest import Stack
 from tests.helpers import error_details
@@ -362,3 +367,37 @@ def test_single_checks_answer_as_a_batch_of_one_does_before_and_after_scopes_are
     assert after[1][0] == (False, "withdrawn")
     assert after[1][1] == (False, "withdrawn")
     assert after[2][2] == (True, "consent_granted")  # another person: untouched
+
+
+def test_a_check_is_answered_from_memory_only_while_nothing_it_read_changed(stack, identity, consent):
+    """The event loop answers from memory what a check on a thread answered before, and hands a
+    check back to a thread once anything it needs is not in memory: a subject never resolved, one
+    with a decision recorded since (on another replica too), a check of a past time."""
+    link(identity, "webshop", "M1", "mara@example.org", given="Mara")
+    grant(consent, acct("webshop", "M1"))
+    service, _stub = build_consent(stack.runtimes["consent"])  # a second replica, in process
+    service.prepare_states()
+    subject, purpose = protos.parse_subject(acct("webshop", "M1")), "newsletter-email"
+
+    def from_memory():
+        return service.check_from_memory(subject, purpose, None, service.events.sync())
+
+    assert from_memory() is None  # never resolved here
+    granted = service.check(subject, purpose, None)  # resolves and caches the scope
+    assert granted[0].allowed
+    # A cached scope may miss an account linked since: its person id's events are read once too.
+    assert from_memory() is None
+    assert service.check(subject, purpose, None) == granted
+    assert from_memory() == granted
+    before_withdrawal = int(time.time() * 1000)
+    time.sleep(0.005)
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "M1"), purpose=NEWS,
+                                                       provenance=PROV))
+    assert from_memory() is None  # the withdrawal made what it had read stale
+    checks = AsyncChecks(service)
+    withdrawn = asyncio.run(checks.check(subject, purpose, None, None))
+    assert (withdrawn[0].allowed, withdrawn[0].reason) == (False, "withdrawn")
+    assert from_memory() == withdrawn
+    past = asyncio.run(checks.check(subject, purpose, None, before_withdrawal))
+    assert (past[0].allowed, past[0].deciding_event_id) == (True, granted[0].deciding_event_id)
+    assert asyncio.run(checks.check(subject, purpose, None, None)) == withdrawn

@@ -1,0 +1,96 @@
+"""Consent checks for coroutines on grpc's asyncio server.
+
+A check of the present needs one fresh look at the ledger head, then only memory, for every
+subject checked recently: such a check is answered on the event loop itself, with no thread
+switch. Anything that needs the store or identity runs on a thread as before.
+
+The head look keeps `FreshRead`'s promise for coroutines: each check waits for a `sync` that
+began after the check arrived. At most one `sync` runs at a time; checks arriving meanwhile share
+the next one, which begins when the running one ends — so under load one thread hop serves many
+checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from services.common.protos import SubjectRef
+from services.consent.domain import policy
+from services.consent.service import ConsentService
+
+T = TypeVar("T")
+Answer = tuple[policy.Decision, str | None]
+
+
+class SharedFreshCall:
+    """`call()` on a thread, shared by the coroutines of one event loop, never begun before the
+    coroutine awaiting it arrived."""
+
+    def __init__(self, call: Callable[[], T]):
+        self._call = call
+        self._running: asyncio.Future[Any] | None = None
+        self._next: asyncio.Future[Any] | None = None  # for callers arriving while one runs
+
+    async def __call__(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._running is None:
+            self._running = self._begin(loop)
+            shared = self._running
+        else:
+            if self._next is None:
+                self._next = loop.create_future()
+            shared = self._next
+        # One caller's cancellation must not cancel what the others wait for.
+        return await asyncio.shield(shared)
+
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        running = loop.run_in_executor(None, self._call)
+        running.add_done_callback(lambda done: self._ended(loop))
+        return running
+
+    def _ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiting, self._next = self._next, None
+        self._running = None
+        if waiting is None:
+            return
+        self._running = self._begin(loop)
+        self._running.add_done_callback(functools.partial(_hand_over, waiting))
+
+
+def _hand_over(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    if target.cancelled():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
+async def on_thread(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` on the loop's thread pool, with this coroutine's context (caller, trace)."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(context.run, call, *args))
+
+
+class AsyncChecks:
+    def __init__(self, service: ConsentService):
+        self.service = service
+        self._sync = SharedFreshCall(service.events.sync)
+
+    async def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None
+                    ) -> Answer:
+        """`ConsentService.check`, from memory on the event loop when it can be."""
+        if at_ms is not None:  # the past is read from the ledger
+            return await on_thread(self.service.check, subject, purpose_id, channel, at_ms)
+        generation = await self._sync()
+        answer = self.service.check_from_memory(subject, purpose_id, channel, generation)
+        if answer is None:
+            answer = await on_thread(functools.partial(self.service.check, generation=generation),
+                                     subject, purpose_id, channel)
+        return answer
