@@ -5,36 +5,56 @@ server: a call answered from memory then costs no thread switch, which is most o
 costs on the synchronous server. Its other handlers stay synchronous and run on the server's
 thread pool. The event loop runs on a thread of its own, so the process around it (readiness
 watcher, signal handling, tests starting servers in process) stays the same for every service.
+
+Handlers are wrapped (the interceptor's bookkeeping) as they are registered rather than through
+grpc's asyncio interceptors, which await an interception coroutine on every call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
 
 T = TypeVar("T")
+Wrap = Callable[[Any, str], Any]  # (method handler, "/service/Method") -> the handler to serve
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap):
+        self._inner, self._wrap = inner, wrap
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        return self._wrap(self._inner.service(handler_call_details), handler_call_details.method)
 
 
 class AsyncioServer:
-    def __init__(self, thread_pool: futures.ThreadPoolExecutor, interceptors: Sequence[grpc.aio.ServerInterceptor],
-                 options: Sequence[tuple[str, Any]]):
+    def __init__(self, thread_pool: futures.ThreadPoolExecutor, wrap: Wrap, options: Sequence[tuple[str, Any]]):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-asyncio", daemon=True)
         self._thread.start()
         self._thread_pool = thread_pool
+        self._wrap = wrap
 
         async def create() -> grpc.aio.Server:
-            return grpc.aio.server(migration_thread_pool=thread_pool, interceptors=interceptors, options=options)
+            return grpc.aio.server(migration_thread_pool=thread_pool, options=options)
 
-        self.grpc = self._run(create())  # what handlers and reflection register with
+        # Reflection registers here directly: it must see grpc's own server class.
+        self.grpc = self._run(create())
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self.grpc.add_generic_rpc_handlers([_WrappedGeneric(h, self._wrap) for h in handlers])
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.grpc.add_registered_method_handlers(
+            service, {name: self._wrap(h, f"/{service}/{name}") for name, h in handlers.items()})
 
     def add_insecure_port(self, address: str) -> int:
         return self.grpc.add_insecure_port(address)

@@ -268,13 +268,3 @@ class _Status(grpc.Status):
     def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple):
         self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
 
-
-class AsyncioServerInterceptor(grpc.aio.ServerInterceptor):
-    """The same bookkeeping for grpc's asyncio server: its handlers written as coroutines get a
-    coroutine wrapper, the others (run on its thread pool) the synchronous one."""
-
-    def __init__(self, inner: ServerInterceptor):
-        self._inner = inner
-
-    async def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
-        return self._inner.wrapped_handler(await continuation(handler_call_details), handler_call_details.method)

@@ -20,7 +20,7 @@ from services.common import auth
 from services.common.asyncio_server import AsyncioServer
 from services.common.config import Settings
 from services.common.errors import TesseraError
-from services.common.interceptors import AsyncioServerInterceptor, ServerInterceptor
+from services.common.interceptors import ServerInterceptor
 
 log = structlog.get_logger("tessera.server")
 
@@ -61,15 +61,15 @@ class RunningServer:
         pool = futures.ThreadPoolExecutor(max_workers=settings.server.max_workers)
         self.server: grpc.Server | AsyncioServer
         if spec.asyncio:
-            self.server = AsyncioServer(pool, [AsyncioServerInterceptor(interceptor)], options)
-            registry: Any = self.server.grpc
+            self.server = AsyncioServer(pool, interceptor.wrapped_handler, options)
         else:
-            self.server = registry = grpc.server(pool, interceptors=[interceptor], options=options)
-        spec.register(registry)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
+            self.server = grpc.server(pool, interceptors=[interceptor], options=options)
+        spec.register(self.server)  # type: ignore[arg-type]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)  # type: ignore[arg-type]
         names = [spec.full_name, *spec.extra_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, registry)
+        reflection.enable_server_reflection(
+            names, self.server.grpc if isinstance(self.server, AsyncioServer) else self.server)
         address = f"{settings.server.host}:{settings.port_for(spec.name)}"
         if settings.auth.mode == "mtls":
             creds = grpc.ssl_server_credentials(

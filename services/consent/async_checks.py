@@ -28,48 +28,42 @@ Answer = tuple[policy.Decision, str | None]
 
 class SharedFreshCall:
     """`call()` on a thread, shared by the coroutines of one event loop, never begun before the
-    coroutine awaiting it arrived."""
+    coroutine awaiting it arrived. Each caller waits on a future of its own, so a cancelled caller
+    cancels nothing the others wait for."""
 
     def __init__(self, call: Callable[[], T]):
         self._call = call
-        self._running: asyncio.Future[Any] | None = None
-        self._next: asyncio.Future[Any] | None = None  # for callers arriving while one runs
+        self._running = False
+        self._sharing: list[asyncio.Future[Any]] = []  # the callers of the call under way
+        self._next: list[asyncio.Future[Any]] = []  # callers that arrived while it runs
 
     async def __call__(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._running is None:
-            self._running = self._begin(loop)
-            shared = self._running
+        mine = loop.create_future()
+        if self._running:
+            self._next.append(mine)
         else:
-            if self._next is None:
-                self._next = loop.create_future()
-            shared = self._next
-        # One caller's cancellation must not cancel what the others wait for.
-        return await asyncio.shield(shared)
+            self._sharing = [mine]
+            self._begin(loop)
+        return await mine
 
-    def _begin(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
-        running = loop.run_in_executor(None, self._call)
-        running.add_done_callback(lambda done: self._ended(loop))
-        return running
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._running = True
+        loop.run_in_executor(None, self._call).add_done_callback(lambda done: self._ended(loop, done))
 
-    def _ended(self, loop: asyncio.AbstractEventLoop) -> None:
-        waiting, self._next = self._next, None
-        self._running = None
-        if waiting is None:
-            return
-        self._running = self._begin(loop)
-        self._running.add_done_callback(functools.partial(_hand_over, waiting))
-
-
-def _hand_over(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
-    if target.cancelled():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif source.exception() is not None:
-        target.set_exception(source.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(source.result())
+    def _ended(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
+        error = done.exception()
+        for caller in self._sharing:
+            if caller.done():  # cancelled
+                continue
+            if error is not None:
+                caller.set_exception(error)
+            else:
+                caller.set_result(done.result())
+        self._sharing, self._next = self._next, []
+        self._running = False
+        if self._sharing:
+            self._begin(loop)
 
 
 async def on_thread(call: Callable[..., T], *args: Any) -> T:

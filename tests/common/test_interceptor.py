@@ -23,7 +23,7 @@ from services.common import auth, telemetry
 from services.common.asyncio_server import AsyncioServer
 from services.common.errors import InvalidArgument, NotFound
 from services.common.falkordb_server import free_port
-from services.common.interceptors import AsyncioServerInterceptor, ServerInterceptor
+from services.common.interceptors import ServerInterceptor
 from tests.helpers import error_details
 
 METHOD = "/test.Echo/Say"
@@ -62,12 +62,10 @@ def echo(request, log_buffer: io.StringIO, spans: InMemorySpanExporter):
                                     dev_default_caller="tessera-dev")
     if request.param == "sync":
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[interceptor])
-        registry = server
     else:
-        server = AsyncioServer(futures.ThreadPoolExecutor(max_workers=2), [AsyncioServerInterceptor(interceptor)], [])
-        registry = server.grpc
+        server = AsyncioServer(futures.ThreadPoolExecutor(max_workers=2), interceptor.wrapped_handler, [])
     handler = say_coroutine if request.param == "asyncio-coroutine" else say
-    registry.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "test.Echo", {"Say": grpc.unary_unary_rpc_method_handler(handler)})])
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
     server.start()
