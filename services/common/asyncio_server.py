@@ -35,7 +35,7 @@ class _WrappedGeneric(grpc.GenericRpcHandler):
 class AsyncioServer:
     def __init__(self, thread_pool: futures.ThreadPoolExecutor, wrap: Wrap, options: Sequence[tuple[str, Any]]):
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-asyncio", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="grpc-asyncio", daemon=True)
         self._thread.start()
         self._thread_pool = thread_pool
         self._wrap = wrap
@@ -45,6 +45,12 @@ class AsyncioServer:
 
         # Reflection registers here directly: it must see grpc's own server class.
         self.grpc = self._run(create())
+
+    def _serve(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -73,6 +79,7 @@ class AsyncioServer:
         async def stop_and_close() -> None:
             try:
                 await self.grpc.stop(grace)
+                await self._loop.shutdown_default_executor()  # the checks' threads
             finally:
                 stopped.set()
                 self._loop.call_soon(self._loop.stop)
