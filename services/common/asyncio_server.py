@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -33,12 +33,14 @@ class _WrappedGeneric(grpc.GenericRpcHandler):
 
 
 class AsyncioServer:
-    def __init__(self, thread_pool: futures.ThreadPoolExecutor, wrap: Wrap, options: Sequence[tuple[str, Any]]):
+    def __init__(self, thread_pool: futures.ThreadPoolExecutor, wrap: Wrap, options: Sequence[tuple[str, Any]],
+                 *, on_stop: Callable[[], Awaitable[None]] | None = None):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="grpc-asyncio", daemon=True)
         self._thread.start()
         self._thread_pool = thread_pool
         self._wrap = wrap
+        self._on_stop = on_stop
 
         async def create() -> grpc.aio.Server:
             return grpc.aio.server(migration_thread_pool=thread_pool, options=options)
@@ -80,6 +82,8 @@ class AsyncioServer:
             try:
                 await self.grpc.stop(grace)
                 await self._loop.shutdown_default_executor()  # the checks' threads
+                if self._on_stop is not None:
+                    await self._on_stop()
             finally:
                 stopped.set()
                 self._loop.call_soon(self._loop.stop)

@@ -64,17 +64,17 @@ class EmbeddedFalkorDB:
     def start(self, timeout: float = 20.0) -> EmbeddedFalkorDB:
         server, module = binaries()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.data_dir / "falkordb.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [str(server), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             # Durable to the last second, at a cost that follows the writes, not the graph's size:
-             # an append-only file (fsync every second) instead of snapshots (with "--save 1 1" a
-             # graph of a gigabyte was re-written to disk back to back during bulk loads, one core
-             # busy with nothing else).
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes",
-             "--loadmodule", str(module)],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.data_dir / "falkordb.log", "ab") as log_file:  # the process holds its own copy
+            self.process = subprocess.Popen(
+                [str(server), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                 # Durable to the last second, at a cost that follows the writes, not the graph's size:
+                 # an append-only file (fsync every second) instead of snapshots (with "--save 1 1" a
+                 # graph of a gigabyte was re-written to disk back to back during bulk loads, one core
+                 # busy with nothing else).
+                 "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes",
+                 "--loadmodule", str(module)],
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,9 @@ class ServiceSpec:
     # others on its thread pool. Synchronous streaming handlers work there too, but each message
     # is one hop to the pool: services with bulk streams (identity's import) stay synchronous.
     asyncio: bool = False
+    # Run on the asyncio server's loop once it has stopped serving, before the loop ends: closes
+    # what coroutines opened on that loop (the graph's asyncio connection).
+    close_on_loop: Callable[[], Awaitable[None]] | None = None
 
 
 class RunningServer:
@@ -61,7 +64,7 @@ class RunningServer:
         pool = futures.ThreadPoolExecutor(max_workers=settings.server.max_workers)
         self.server: grpc.Server | AsyncioServer
         if spec.asyncio:
-            self.server = AsyncioServer(pool, interceptor.wrapped_handler, options)
+            self.server = AsyncioServer(pool, interceptor.wrapped_handler, options, on_stop=spec.close_on_loop)
         else:
             self.server = grpc.server(pool, interceptors=[interceptor], options=options)
         spec.register(self.server)  # type: ignore[arg-type]

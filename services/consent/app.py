@@ -66,4 +66,5 @@ def build_service(runtime: Runtime) -> ServiceSpec:
         consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(service), server)
 
     return ServiceSpec(name="consent", full_name=FULL_NAME, register=register, readiness_check=gate.check,
-                       schema_ready=lambda: gate.ready, close=close, asyncio=True)
+                       schema_ready=lambda: gate.ready, close=close, asyncio=True,
+                       close_on_loop=runtime.graph.close_async)

@@ -2,12 +2,14 @@
 
 A check of the present needs one fresh look at the ledger head, then only memory, for every
 subject checked recently: such a check is answered on the event loop itself, with no thread
-switch. Anything that needs the store or identity runs on a thread as before.
+switch — the head look is awaited over the graph's asyncio connection. Anything that needs the
+store or identity (events appended since the last look, a subject not in memory) runs on a
+thread as before.
 
-The head look keeps `FreshRead`'s promise for coroutines: each check waits for a `sync` that
-began after the check arrived. At most one `sync` runs at a time; checks arriving meanwhile share
-the next one, which begins when the running one ends — so under load one thread hop serves many
-checks.
+The head look keeps `FreshRead`'s promise for coroutines: each check waits for a look that
+began after the check arrived. At most one look runs at a time; checks arriving meanwhile share
+the next one, which begins when the running one ends — so under load one round trip serves
+many checks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from services.common.protos import SubjectRef
@@ -27,15 +29,16 @@ Answer = tuple[policy.Decision, str | None]
 
 
 class SharedFreshCall:
-    """`call()` on a thread, shared by the coroutines of one event loop, never begun before the
+    """`await call()`, shared by the coroutines of one event loop, never begun before the
     coroutine awaiting it arrived. Each caller waits on a future of its own, so a cancelled caller
-    cancels nothing the others wait for."""
+    cancels nothing the others wait for, and the shared call runs as a task of its own."""
 
-    def __init__(self, call: Callable[[], T]):
+    def __init__(self, call: Callable[[], Awaitable[T]]):
         self._call = call
         self._running = False
         self._sharing: list[asyncio.Future[Any]] = []  # the callers of the call under way
         self._next: list[asyncio.Future[Any]] = []  # callers that arrived while it runs
+        self._task: asyncio.Task[Any] | None = None
 
     async def __call__(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -49,10 +52,11 @@ class SharedFreshCall:
 
     def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._running = True
-        loop.run_in_executor(None, self._call).add_done_callback(lambda done: self._ended(loop, done))
+        self._task = loop.create_task(self._call())  # held: the loop keeps only a weak reference
+        self._task.add_done_callback(lambda done: self._ended(loop, done))
 
     def _ended(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
-        error = done.exception()
+        error = asyncio.CancelledError() if done.cancelled() else done.exception()
         for caller in self._sharing:
             if caller.done():  # cancelled
                 continue
@@ -75,7 +79,7 @@ async def on_thread(call: Callable[..., T], *args: Any) -> T:
 class AsyncChecks:
     def __init__(self, service: ConsentService):
         self.service = service
-        self._sync = SharedFreshCall(service.events.sync)
+        self._sync = SharedFreshCall(lambda: service.events.sync_async(on_thread))
 
     async def check(self, subject: SubjectRef, purpose_id: str, channel: str | None, at_ms: int | None
                     ) -> Answer:

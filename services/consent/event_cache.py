@@ -17,9 +17,10 @@ arrived, so sharing never returns a head older than the check.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,7 @@ class LedgerEventCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _head: FreshRead = field(init=False)
     _seq_read: int = 0  # the number of the head read `_seq` came from
+    _reads: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # head reads' numbers
     # Refs that hold any event, as of `_seq` or later; None: unknown, every ref is looked up.
     _holders: set[str] | None = None
     # The store could not list them (its state was not built yet, or being rebuilt): ask again,
@@ -138,24 +140,52 @@ class LedgerEventCache:
     holders_retry_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        self._head = FreshRead(self.store.ledger_tip)
+        self._head = FreshRead(self._numbered_tip)
+
+    def _numbered_tip(self) -> tuple[int, tuple[int, str]]:
+        """The head, with the number of its read. Numbers are drawn as reads begin, from one
+        counter for threads (`sync`) and coroutines (`sync_async`) alike, so a larger number
+        always means a read that began later."""
+        number = next(self._reads)
+        return number, self.store.ledger_tip()
 
     def sync(self) -> int:
         """Drops what events appended since the last look made stale; returns the generation that
         reads made after this call may be stored under."""
-        read, (head, head_hash) = self._head()
+        _, (read, (head, head_hash)) = self._head()
+        generation = self._follow(read, head, head_hash)
+        assert generation is not None  # it may read the store
+        return generation
+
+    async def sync_async(self, on_thread: Callable[..., Awaitable[int | None]]) -> int:
+        """`sync` for a coroutine: the head read is awaited on its event loop and, when nothing
+        was appended since the last look, that is all — no thread. Following new events reads
+        the store, and runs through `on_thread`."""
+        read = next(self._reads)
+        head, head_hash = await self.store.ledger_tip_async()
+        generation = self._follow(read, head, head_hash, may_read=False)
+        if generation is None:
+            generation = await on_thread(self._follow, read, head, head_hash)
+        assert generation is not None
+        return generation
+
+    def _follow(self, read: int, head: int, head_hash: str, *, may_read: bool = True) -> int | None:
+        """Brings the cache up to the head read `read` saw. Returns the generation, or None when
+        that needs the store and `may_read` is false."""
         while True:
             with self._lock:
                 seen, seen_hash, seen_read, generation = self._seq, self._hash, self._seq_read, self._generation
                 retry = (self._holders_pending and self.store.read_states
                          and time.monotonic() >= self._holders_retry_at)
+                reset = head == seen and head_hash != seen_hash  # the ledger was replaced, and regrew as far
+                if read < seen_read or (head == seen and not retry and not reset):
+                    # Nothing new, or `_seq` came from a newer head read (which also began after
+                    # this check arrived): the cache is at least as fresh as this check needs.
+                    return generation
+                if not may_read:
+                    return None
                 if retry:  # claimed: concurrent checks do not all list the holders
                     self._holders_retry_at = time.monotonic() + self.holders_retry_seconds
-            reset = head == seen and head_hash != seen_hash  # the ledger was replaced, and regrew as far
-            if read < seen_read or (head == seen and not retry and not reset):
-                # Nothing new, or `_seq` came from a newer head read (which also began after this
-                # check arrived): the cache is at least as fresh as this check needs.
-                return generation
             if not (seen is None or retry or reset or head < seen or head - seen > self.max_tail):
                 changed, linked = self.store.event_subjects(seen, head)
                 if not seen_hash or linked == seen_hash:

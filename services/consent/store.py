@@ -446,11 +446,11 @@ class ConsentStore:
     def ledger_tip(self) -> tuple[int, str]:
         """The head's sequence number and hash ((0, "") before the ledger exists): one indexed
         lookup, read before every cached check."""
-        tip = self.graph.value(LEDGER_TIP)
-        if tip is None:
-            return 0, ""
-        seq, _, head_hash = str(tip).partition(" ")
-        return int(seq), head_hash
+        return _tip(self.graph.value(LEDGER_TIP))
+
+    async def ledger_tip_async(self) -> tuple[int, str]:
+        """`ledger_tip` awaited on the caller's event loop."""
+        return _tip(await self.graph.value_async(LEDGER_TIP))
 
     def event_subjects(self, after: int, until: int) -> tuple[list[tuple[str, str | None]], str | None]:
         """(subject ref, person id) of each event with after < seq <= until, and the `prev_hash`
@@ -589,3 +589,10 @@ class ConsentStore:
     def update_privacy_request(self, request_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         rows = self.graph.run(UPDATE_PRIVACY_REQUEST, {"id": request_id, "fields": fields})
         return rows[0]["request"] if rows else None
+
+
+def _tip(value: Any) -> tuple[int, str]:
+    if value is None:
+        return 0, ""
+    seq, _, head_hash = str(value).partition(" ")
+    return int(seq), head_hash

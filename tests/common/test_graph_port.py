@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.common.config import GraphSettings
@@ -80,23 +82,39 @@ def test_stopped_store_is_unavailable_and_recovers(tmp_path):
 VALUE_OF = Statement("test.value_of", "MATCH (n:Echo {id: 'v'}) RETURN n.value AS value")
 
 
+def _value_awaited(graph, statement):
+    async def read():
+        try:
+            return await graph.value_async(statement)
+        finally:
+            await graph.close_async()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(params=["value", "value_async"])
+def read_value(request):
+    """`value` and `value_async` (on an event loop of its own) must read exactly alike."""
+    return (lambda graph, statement: graph.value(statement)) if request.param == "value" else _value_awaited
+
+
 @pytest.mark.parametrize("value", [7, 2**53 + 1, -1, 0.1234567890123, True, False, "quote ' \" back\\slash 東京",
                                    "", ["a", 1]], ids=range(9))
-def test_value_reads_one_value_exactly_as_run_does(graph, value):
+def test_value_reads_one_value_exactly_as_run_does(graph, read_value, value):
     graph.run(ECHO_WRITE, {"id": "v", "value": value})
-    assert graph.value(VALUE_OF) == value
-    assert graph.value(VALUE_OF) == graph.run(VALUE_OF)[0]["value"]
+    assert read_value(graph, VALUE_OF) == value
+    assert read_value(graph, VALUE_OF) == graph.run(VALUE_OF)[0]["value"]
 
 
-def test_value_of_a_map_keeps_its_nested_values(graph):
+def test_value_of_a_map_keeps_its_nested_values(graph, read_value):
     stmt = Statement("test.map_value", "RETURN {k: 'v', n: [1, 2.5, null, true]} AS m")
-    assert graph.value(stmt) == {"k": "v", "n": [1, 2.5, None, True]}
+    assert read_value(graph, stmt) == {"k": "v", "n": [1, 2.5, None, True]}
 
 
-def test_values_the_adapter_does_not_decode_come_from_the_clients_parser(graph):
+def test_values_the_adapter_does_not_decode_come_from_the_clients_parser(graph, read_value):
     stmt = Statement("test.point", "RETURN point({latitude: 52.5, longitude: 13.25}) AS p, 'x' AS s")
     assert graph.run(stmt) == [{"p": {"latitude": 52.5, "longitude": 13.25}, "s": "x"}]
-    assert graph.value(Statement("test.point_value", "RETURN point({latitude: 1.0, longitude: 2.0}) AS p")) == {
+    assert read_value(graph, Statement("test.point_value", "RETURN point({latitude: 1.0, longitude: 2.0}) AS p")) == {
         "latitude": 1.0, "longitude": 2.0}
 
 
@@ -105,21 +123,23 @@ def test_a_write_without_return_gives_no_rows(graph):
     assert graph.run(ECHO_READ, {"id": "silent"}) == [{"value": None, "id": "silent"}]
 
 
-def test_value_without_a_row_or_graph_is_none(graph):
-    assert graph.value(VALUE_OF) is None  # nothing was ever written to this graph
+def test_value_without_a_row_or_graph_is_none(graph, read_value):
+    assert read_value(graph, VALUE_OF) is None  # nothing was ever written to this graph
     graph.run(ECHO_WRITE, {"id": "other", "value": 1})
-    assert graph.value(VALUE_OF) is None
+    assert read_value(graph, VALUE_OF) is None
 
 
-def test_value_refuses_writes_and_many_values(graph):
+def test_value_refuses_writes_and_many_values(graph, read_value):
     with pytest.raises(ValueError, match="is a write"):
-        graph.value(ECHO_WRITE)
+        read_value(graph, ECHO_WRITE)
     graph.run(ECHO_WRITE, {"id": "a", "value": 1})
     graph.run(ECHO_WRITE, {"id": "b", "value": 2})
     with pytest.raises(GraphQueryError):
-        graph.value(Statement("test.values", "MATCH (n:Echo) RETURN n.value AS value"))
+        read_value(graph, Statement("test.values", "MATCH (n:Echo) RETURN n.value AS value"))
     with pytest.raises(GraphQueryError):
-        graph.value(Statement("test.bad_value", "RETURN nosuchfunction(1) AS x"))
+        read_value(graph, Statement("test.bad_value", "RETURN nosuchfunction(1) AS x"))
+    graph.run(ECHO_WRITE, {"id": "v", "value": "after the errors"})
+    assert read_value(graph, VALUE_OF) == "after the errors"  # the connection stayed usable
 
 
 def test_value_connection_recovers_after_an_outage(tmp_path):
@@ -134,3 +154,24 @@ def test_value_connection_recovers_after_an_outage(tmp_path):
     assert client.value(VALUE_OF) == "before"
     client.close()
     store.stop()
+
+
+def test_asyncio_value_connection_recovers_after_an_outage_on_its_loop(tmp_path):
+    store = EmbeddedFalkorDB(tmp_path / "db", free_port()).start()
+    client = connect(GraphSettings(uri=store.uri, database="recover", max_retries=1, timeout_seconds=1.0))
+    client.run(ECHO_WRITE, {"id": "v", "value": "before"})
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(client.value_async(VALUE_OF)) == "before"
+        store.stop()
+        with pytest.raises(Unavailable):
+            loop.run_until_complete(client.value_async(VALUE_OF))
+        store.start()
+        assert loop.run_until_complete(client.value_async(VALUE_OF)) == "before"
+        loop.run_until_complete(client.close_async())
+        # a later loop (a restarted server) gets a connection of its own
+        assert _value_awaited(client, VALUE_OF) == "before"
+    finally:
+        loop.close()
+        client.close()
+        store.stop()

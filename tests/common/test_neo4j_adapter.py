@@ -136,3 +136,12 @@ def test_value_is_the_first_rows_only_value():
     driver = ScriptedDriver()
     assert Neo4jGraph("bolt://x", "neo4j", driver=driver).value(STMT) is None  # no id parameter: None
     assert driver.statements[0][3] == neo4j.READ_ACCESS
+
+
+def test_value_async_reads_as_value_does():
+    import asyncio
+
+    driver = ScriptedDriver()
+    graph = Neo4jGraph("bolt://x", "neo4j", driver=driver)
+    assert asyncio.run(graph.value_async(STMT)) is None
+    assert len(driver.statements) == 1

@@ -395,9 +395,19 @@ def test_a_check_is_answered_from_memory_only_while_nothing_it_read_changed(stac
                                                        provenance=PROV))
     assert from_memory() is None  # the withdrawal made what it had read stale
     checks = AsyncChecks(service)
-    withdrawn = asyncio.run(checks.check(subject, purpose, None, None))
+
+    def check_on_a_loop(at_ms):
+        async def check():
+            try:
+                return await checks.check(subject, purpose, None, at_ms)
+            finally:
+                await service.store.graph.close_async()
+
+        return asyncio.run(check())
+
+    withdrawn = check_on_a_loop(None)
     assert (withdrawn[0].allowed, withdrawn[0].reason) == (False, "withdrawn")
     assert from_memory() == withdrawn
-    past = asyncio.run(checks.check(subject, purpose, None, before_withdrawal))
+    past = check_on_a_loop(before_withdrawal)
     assert (past[0].allowed, past[0].deciding_event_id) == (True, granted[0].deciding_event_id)
-    assert asyncio.run(checks.check(subject, purpose, None, None)) == withdrawn
+    assert check_on_a_loop(None) == withdrawn

@@ -3,6 +3,7 @@ next sync, untouched subjects come from memory, and a read the ledger overtook i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 
@@ -200,7 +201,7 @@ def test_a_head_from_an_older_read_neither_resets_nor_rewinds_the_cache(store):
     bert = append(store, BERT, "grant")
     # (read number, (head seq, head hash)) as the shared reads hand them out
     scripted = iter([(1, (1, anna["hash"])), (3, (2, bert["hash"])), (2, (1, anna["hash"]))])
-    cache._head = lambda: next(scripted)
+    cache._head = lambda: (0, next(scripted))  # FreshRead's own number is not the order used
     cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, cache.sync())
     newer = cache.sync()  # read 3 saw Bert's event
     older = cache.sync()  # read 2, which began before read 3, saw only Anna's
@@ -208,3 +209,32 @@ def test_a_head_from_an_older_read_neither_resets_nor_rewinds_the_cache(store):
     found = cache.latest_events([ANNA, BERT], PURPOSE.purpose_id, NOW, older)
     assert store.reads == [ANNA, BERT]  # Anna from memory, Bert looked up: his event is known
     assert decide(found[BERT], BERT, NOW).allowed
+
+
+def test_a_coroutines_sync_needs_a_thread_only_when_events_were_appended(store):
+    """`sync_async` awaits the head on the event loop; only following new events reads the
+    store, on a thread. Coroutine and thread syncs share one order of head reads."""
+    cache = LedgerEventCache(store)
+    on_threads: list[str] = []
+
+    async def on_thread(call, *args):
+        on_threads.append(call.__name__)
+        return await asyncio.to_thread(call, *args)
+
+    async def scenario() -> None:
+        append(store, ANNA, "grant")
+        first = await cache.sync_async(on_thread)  # the first look starts afresh: the store is read
+        assert decide(cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, first)[ANNA], ANNA, NOW).allowed
+        assert on_threads == ["_follow"]
+        assert await cache.sync_async(on_thread) == first
+        assert on_threads == ["_follow"]  # nothing appended: the head look alone
+        append(ConsentStore(store.graph), ANNA, "withdraw", effective_at=NOW - 500)
+        after = await cache.sync_async(on_thread)
+        assert after > first
+        assert on_threads == ["_follow", "_follow"]
+        found = cache.latest_events([ANNA], PURPOSE.purpose_id, NOW, after)[ANNA]
+        assert decide(found, ANNA, NOW).reason == "withdrawn"
+        assert await asyncio.to_thread(cache.sync) == after  # a thread's look finds nothing newer
+        await store.graph.close_async()
+
+    asyncio.run(scenario())

@@ -5,7 +5,6 @@ next one; a failure reaches every caller sharing it; one caller's cancellation s
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -18,13 +17,15 @@ class GatedHead:
     def __init__(self) -> None:
         self.looks = 0
         self.fail = False
-        self.gate = threading.Event()
+        self.gate = asyncio.Event()
 
-    def look(self) -> int:
+    async def look(self) -> int:
         self.looks += 1
         number = self.looks
-        if not self.gate.wait(10):
-            raise TimeoutError("the test never opened the gate")
+        try:
+            await asyncio.wait_for(self.gate.wait(), 10)
+        except TimeoutError:
+            raise TimeoutError("the test never opened the gate") from None
         if self.fail:
             raise RuntimeError("store down")
         return number

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import redis.asyncio as aioredis
 import redis.exceptions as rex
 import structlog
 from falkordb import FalkorDB
@@ -14,7 +18,14 @@ from falkordb.query_result import QueryResult
 
 from services.common.errors import Aborted
 from services.common.graph import dialect
-from services.common.graph.port import GraphQueryError, Row, Schema, TransientGraphError, with_retries
+from services.common.graph.port import (
+    GraphQueryError,
+    Row,
+    Schema,
+    TransientGraphError,
+    with_retries,
+    with_retries_async,
+)
 from services.common.graph.statements import Statement
 
 log = structlog.get_logger("tessera.graph")
@@ -58,6 +69,51 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_NEEDS_RUN = object()  # a value `_single_value` leaves to `run`
+
+
+def _reads_only(statement: Statement) -> None:
+    if statement.write:
+        raise ValueError(f"{statement.name} is a write; value() serves reads")
+
+
+def _unwritten_graph(statement: Statement, exc: rex.ResponseError) -> None:
+    """A graph never written does not exist yet (the reply None: `run` knows how to read it);
+    any other error is a defect in the statement."""
+    if "empty key" not in str(exc):
+        raise GraphQueryError(f"graph statement {statement.name} failed") from exc
+
+
+def _single_value(statement: Statement, reply: list[Any] | None) -> Any:
+    """The one value of a compact reply, None without a row, `_NEEDS_RUN` for what only the
+    client's parser reads (nodes, points, temporal values) or a graph not yet written."""
+    if reply is None:
+        return _NEEDS_RUN
+    rows = reply[1]
+    if not rows:
+        return None
+    if len(rows) > 1 or len(rows[0]) != 1:
+        raise GraphQueryError(f"graph statement {statement.name} returned more than one value")
+    try:
+        return _decode(rows[0][0])
+    except _NotPlain:
+        return _NEEDS_RUN
+
+
+async def _disconnect_quietly(connection: aioredis.Connection | None) -> None:
+    if connection is not None:
+        try:
+            await connection.disconnect()
+        except Exception:  # best effort: the connection is dropped either way
+            log.debug("graph_disconnect_failed")
+
+
+@dataclass
+class _LoopConnection:
+    lock: asyncio.Lock
+    connection: aioredis.Connection | None = None
+
+
 class FalkorDBGraph:
     dialect = dialect.FALKORDB
 
@@ -81,6 +137,15 @@ class FalkorDBGraph:
         # `value` reads go over one connection of their own: no pool checkout per read.
         self._value_lock = threading.Lock()
         self._value_connection: Any = None
+        # `value_async` reads: one asyncio connection per event loop (connections belong to the
+        # loop that made them), forgotten with the loop.
+        self._on_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnection] = (
+            weakref.WeakKeyDictionary())
+
+    def _connection_options(self) -> dict[str, Any]:
+        """For `value_async`'s connection: the client's, with replies decoded as its own are."""
+        options = {k: v for k, v in self._options.items() if k != "max_connections"}
+        return {**options, "decode_responses": True, "encoding": "utf-8", "encoding_errors": "strict"}
 
     def _connected(self) -> tuple[Any, Any]:
         """The client and the graph, made on first use: the client asks the server what it is
@@ -143,8 +208,7 @@ class FalkorDBGraph:
     def value(self, statement: Statement) -> Any:
         """One value, read over a connection of its own with no pool checkout: on reads this
         small (the ledger head before every check) the checkout costs as much as the round trip."""
-        if statement.write:
-            raise ValueError(f"{statement.name} is a write; value() serves reads")
+        _reads_only(statement)
 
         def call() -> Any:
             with self._value_lock:
@@ -155,30 +219,50 @@ class FalkorDBGraph:
                     connection = self._value_connection
                     connection.send_command("GRAPH.RO_QUERY", self._name, statement.text, "--compact")
                     reply = connection.read_response()
-                except _TRANSIENT as exc:
-                    self._drop_value_connection()
-                    raise TransientGraphError(str(exc)) from exc
                 except rex.ResponseError as exc:
-                    if "empty key" not in str(exc):
-                        raise GraphQueryError(f"graph statement {statement.name} failed") from exc
-                    reply = None  # a graph never written: `run` knows how to read it
-                except BaseException:
+                    reply = _unwritten_graph(statement, exc)
+                except BaseException as exc:
                     self._drop_value_connection()  # a reply may be half read
+                    if isinstance(exc, _TRANSIENT):
+                        raise TransientGraphError(str(exc)) from exc
                     raise
-            rows = reply[1] if reply is not None else None
-            if rows is not None:
-                if not rows:
-                    return None
-                if len(rows) > 1 or len(rows[0]) != 1:
-                    raise GraphQueryError(f"graph statement {statement.name} returned more than one value")
-                try:
-                    return _decode(rows[0][0])
-                except _NotPlain:
-                    pass
-            found = self.run(statement)  # nodes, points, temporal values: the client's own parser
-            return next(iter(found[0].values())) if found else None
+            found = _single_value(statement, reply)
+            return self._value_by_run(statement) if found is _NEEDS_RUN else found
 
         return with_retries(call, attempts=self._retries, statement=statement.name)
+
+    async def value_async(self, statement: Statement) -> Any:
+        """`value` over an asyncio connection of the running loop's own, made on first use."""
+        _reads_only(statement)
+
+        async def call() -> Any:
+            loop = asyncio.get_running_loop()
+            mine = self._on_loops.get(loop)
+            if mine is None:
+                mine = self._on_loops[loop] = _LoopConnection(asyncio.Lock())
+            async with mine.lock:
+                connection = mine.connection
+                try:
+                    if connection is None:
+                        connection = mine.connection = aioredis.Connection(**self._connection_options())
+                    await connection.send_command("GRAPH.RO_QUERY", self._name, statement.text, "--compact")
+                    reply = await connection.read_response()
+                except rex.ResponseError as exc:
+                    reply = _unwritten_graph(statement, exc)
+                except BaseException as exc:
+                    mine.connection = None  # a reply may be half read (cancelled, say)
+                    await _disconnect_quietly(connection)
+                    if isinstance(exc, _TRANSIENT):
+                        raise TransientGraphError(str(exc)) from exc
+                    raise
+            found = _single_value(statement, reply)
+            return await asyncio.to_thread(self._value_by_run, statement) if found is _NEEDS_RUN else found
+
+        return await with_retries_async(call, attempts=self._retries, statement=statement.name)
+
+    def _value_by_run(self, statement: Statement) -> Any:
+        found = self.run(statement)
+        return next(iter(found[0].values())) if found else None
 
     def _drop_value_connection(self) -> None:
         if self._value_connection is not None:
@@ -214,6 +298,13 @@ class FalkorDBGraph:
                 raise TransientGraphError(str(exc)) from exc
 
         with_retries(call, attempts=0, statement="ping")
+
+    async def close_async(self) -> None:
+        mine = self._on_loops.get(asyncio.get_running_loop())
+        if mine is not None:  # a later `value_async` on this loop connects again
+            async with mine.lock:
+                await _disconnect_quietly(mine.connection)
+                mine.connection = None
 
     def close(self) -> None:
         with self._value_lock:

@@ -3,6 +3,7 @@ so the port, not the driver, owns retries — the same behaviour as with FalkorD
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import neo4j
@@ -39,6 +40,14 @@ class Neo4jGraph:
     def value(self, statement: Statement) -> Any:
         rows = self.run(statement)
         return next(iter(rows[0].values())) if rows else None
+
+    async def value_async(self, statement: Statement) -> Any:
+        """On a thread: the synchronous driver's sessions are not the asyncio driver's, and one
+        head read per check does not justify a second connection pool to Neo4j."""
+        return await asyncio.to_thread(self.value, statement)
+
+    async def close_async(self) -> None:
+        """`value_async` opens nothing of its own."""
 
     def _call(self, name: str, text: str, params: dict[str, Any], mode: str) -> list[Row]:
         def once() -> list[Row]:
