@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import redis.asyncio as aioredis
 import redis.exceptions as rex
 import structlog
 from falkordb import FalkorDB
 from falkordb.query_result import QueryResult
 
 from services.common.errors import Aborted
-from services.common.graph import dialect
+from services.common.graph import dialect, resp_async
 from services.common.graph.port import (
     GraphQueryError,
     Row,
@@ -100,18 +99,10 @@ def _single_value(statement: Statement, reply: list[Any] | None) -> Any:
         return _NEEDS_RUN
 
 
-async def _disconnect_quietly(connection: aioredis.Connection | None) -> None:
-    if connection is not None:
-        try:
-            await connection.disconnect()
-        except Exception:  # best effort: the connection is dropped either way
-            log.debug("graph_disconnect_failed")
-
-
 @dataclass
 class _LoopConnection:
     lock: asyncio.Lock
-    connection: aioredis.Connection | None = None
+    connection: resp_async.RespConnection | None = None
 
 
 class FalkorDBGraph:
@@ -142,10 +133,11 @@ class FalkorDBGraph:
         self._on_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnection] = (
             weakref.WeakKeyDictionary())
 
-    def _connection_options(self) -> dict[str, Any]:
-        """For `value_async`'s connection: the client's, with replies decoded as its own are."""
-        options = {k: v for k, v in self._options.items() if k != "max_connections"}
-        return {**options, "decode_responses": True, "encoding": "utf-8", "encoding_errors": "strict"}
+    async def _open_async(self) -> resp_async.RespConnection:
+        o = self._options
+        return await resp_async.RespConnection.open(
+            o["host"], o["port"], username=o["username"], password=o["password"],
+            connect_timeout=o["socket_connect_timeout"], timeout=o["socket_timeout"])
 
     def _connected(self) -> tuple[Any, Any]:
         """The client and the graph, made on first use: the client asks the server what it is
@@ -241,20 +233,18 @@ class FalkorDBGraph:
             if mine is None:
                 mine = self._on_loops[loop] = _LoopConnection(asyncio.Lock())
             async with mine.lock:
-                connection = mine.connection
                 try:
-                    if connection is None:
-                        connection = mine.connection = aioredis.Connection(**self._connection_options())
-                    await connection.send_command("GRAPH.RO_QUERY", self._name, statement.text, "--compact")
-                    reply = await connection.read_response()
+                    if mine.connection is None or mine.connection.closed:
+                        mine.connection = await self._open_async()
+                    reply = await mine.connection.call(
+                        resp_async.encode("GRAPH.RO_QUERY", self._name, statement.text, "--compact"),
+                        self._options["socket_timeout"])
+                    if isinstance(reply, rex.ResponseError):
+                        raise reply
                 except rex.ResponseError as exc:
                     reply = _unwritten_graph(statement, exc)
-                except BaseException as exc:
-                    mine.connection = None  # a reply may be half read (cancelled, say)
-                    await _disconnect_quietly(connection)
-                    if isinstance(exc, _TRANSIENT):
-                        raise TransientGraphError(str(exc)) from exc
-                    raise
+                except _TRANSIENT as exc:  # the connection closed itself
+                    raise TransientGraphError(str(exc)) from exc
             found = _single_value(statement, reply)
             return await asyncio.to_thread(self._value_by_run, statement) if found is _NEEDS_RUN else found
 
@@ -301,10 +291,12 @@ class FalkorDBGraph:
 
     async def close_async(self) -> None:
         mine = self._on_loops.get(asyncio.get_running_loop())
-        if mine is not None:  # a later `value_async` on this loop connects again
-            async with mine.lock:
-                await _disconnect_quietly(mine.connection)
-                mine.connection = None
+        if mine is not None:
+            async with mine.lock:  # a later `value_async` connects again
+                if mine.connection is not None:
+                    mine.connection.close()
+                    mine.connection = None
+                    await asyncio.sleep(0)  # the transport closes on the loop's next turn
 
     def close(self) -> None:
         with self._value_lock:
