@@ -48,7 +48,7 @@ def kill_once_progress_is_saved(args: list[str], env: dict[str, str], home: Path
     while time.monotonic() < deadline and not list(progress_files.glob("*.progress.json")):
         time.sleep(0.01)
     first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.communicate(timeout=30)  # reaps it and closes its pipes
     return json.loads(next(progress_files.glob("*.progress.json")).read_text())
 
 
