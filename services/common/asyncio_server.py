@@ -36,6 +36,8 @@ class AsyncioServer:
     def __init__(self, thread_pool: futures.ThreadPoolExecutor, wrap: Wrap, options: Sequence[tuple[str, Any]],
                  *, on_stop: Callable[[], Awaitable[None]] | None = None):
         self._loop = asyncio.new_event_loop()
+        # Work coroutines hand to threads shares the server's pool: `max_workers` bounds it all.
+        self._loop.set_default_executor(thread_pool)
         self._thread = threading.Thread(target=self._serve, name="grpc-asyncio", daemon=True)
         self._thread.start()
         self._thread_pool = thread_pool
@@ -81,7 +83,11 @@ class AsyncioServer:
         async def stop_and_close() -> None:
             try:
                 await self.grpc.stop(grace)
-                await self._loop.shutdown_default_executor()  # the checks' threads
+                # What the calls left behind (a shared head look, say) ends before what it uses closes.
+                leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+                for task in leftovers:
+                    task.cancel()
+                await asyncio.gather(*leftovers, return_exceptions=True)
                 if self._on_stop is not None:
                     await self._on_stop()
             finally:

@@ -4,6 +4,7 @@ BadRequest details). Servicers therefore only translate protos and call domain c
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import traceback
@@ -147,6 +148,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
                 try:
                     rpc.admit()
                     return await behaviour(request, context)
+                except asyncio.CancelledError:  # the client went away, or its deadline passed
+                    rpc.code = grpc.StatusCode.CANCELLED
+                    raise
                 except Exception as exc:
                     status = rpc.failure(exc)
                     await context.abort(status.code, status.details, status.trailing_metadata)  # raises

@@ -52,7 +52,9 @@ class SharedFreshCall:
 
     def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._running = True
-        self._task = loop.create_task(self._call())  # held: the loop keeps only a weak reference
+        # Held: the loop keeps only a weak reference. A context of its own: the read is shared,
+        # so no one caller's trace or identity belongs on it.
+        self._task = loop.create_task(self._call(), context=contextvars.Context())
         self._task.add_done_callback(lambda done: self._ended(loop, done))
 
     def _ended(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
@@ -64,9 +66,9 @@ class SharedFreshCall:
                 caller.set_exception(error)
             else:
                 caller.set_result(done.result())
-        self._sharing, self._next = self._next, []
+        self._sharing, self._next = [c for c in self._next if not c.done()], []
         self._running = False
-        if self._sharing:
+        if self._sharing:  # nobody waiting (all cancelled, say at shutdown): no read
             self._begin(loop)
 
 

@@ -112,3 +112,56 @@ def test_value_async_authenticates_and_a_wrong_password_is_unavailable(tmp_path)
             asyncio.run(value_with("wrong"))
     finally:
         store.stop()
+
+
+def test_a_server_that_is_loading_is_unavailable_not_a_broken_statement():
+    """Error replies that mean "not now" are retried and then reported unavailable, as the
+    synchronous client reports them; the connection starts afresh."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
+
+    async def scenario() -> None:
+        server, port = await serving(handle)
+        async with server:
+            connection = await open_connection(port)
+            with pytest.raises(rex.BusyLoadingError):
+                await connection.call(resp_async.encode("PING"), 5)
+            assert connection.closed
+            graph = connect(GraphSettings(uri=f"falkordb://127.0.0.1:{port}", database="x", max_retries=1))
+            with pytest.raises(Unavailable):
+                await graph.value_async(Statement("test.read", "RETURN 1 AS one"))
+            await graph.close_async()
+
+    asyncio.run(scenario())
+
+
+def test_a_reply_nobody_asked_for_closes_the_connection():
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            writer.write(REPLY + REPLY)  # one reply too many
+
+    async def scenario() -> None:
+        server, port = await serving(handle)
+        async with server:
+            connection = await open_connection(port)
+            with pytest.raises(rex.InvalidResponse):
+                await connection.call(resp_async.encode("PING"), 5)
+            assert connection.closed
+
+    asyncio.run(scenario())
+
+
+def test_the_connections_of_closed_loops_are_forgotten(graph):
+    graph.run(Statement("test.seed", "CREATE (:Echo {id: 'v', value: 'ok'})", write=True))
+    read = Statement("test.value_of", "MATCH (n:Echo {id: 'v'}) RETURN n.value AS value")
+
+    async def read_on_a_new_loop():
+        try:
+            return await graph.value_async(read), len(graph._on_loops)
+        finally:
+            await graph.close_async()
+
+    for _ in range(3):  # each asyncio.run is a loop that ends
+        assert asyncio.run(read_on_a_new_loop()) == ("ok", 1)

@@ -113,3 +113,21 @@ def test_a_cancelled_caller_leaves_the_others_their_look():
         assert await shared() == 3
 
     asyncio.run(scenario())
+
+
+def test_no_look_begins_for_callers_that_all_left():
+    async def scenario() -> None:
+        head = GatedHead()
+        shared = SharedFreshCall(head.look)
+        first = asyncio.create_task(shared())
+        await until(lambda: head.looks == 1)
+        leaving = [asyncio.create_task(shared()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        for task in leaving:
+            task.cancel()
+        head.gate.set()
+        assert await first == 1
+        await asyncio.sleep(0.05)
+        assert head.looks == 1  # nobody is waiting for a second look (a server shutting down)
+
+    asyncio.run(scenario())

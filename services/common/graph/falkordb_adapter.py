@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -129,9 +128,8 @@ class FalkorDBGraph:
         self._value_lock = threading.Lock()
         self._value_connection: Any = None
         # `value_async` reads: one asyncio connection per event loop (connections belong to the
-        # loop that made them), forgotten with the loop.
-        self._on_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnection] = (
-            weakref.WeakKeyDictionary())
+        # loop that made them); entries of closed loops are dropped when a new loop first reads.
+        self._on_loops: dict[asyncio.AbstractEventLoop, _LoopConnection] = {}
 
     async def _open_async(self) -> resp_async.RespConnection:
         o = self._options
@@ -231,6 +229,8 @@ class FalkorDBGraph:
             loop = asyncio.get_running_loop()
             mine = self._on_loops.get(loop)
             if mine is None:
+                for closed in [other for other in list(self._on_loops) if other.is_closed()]:
+                    self._on_loops.pop(closed, None)
                 mine = self._on_loops[loop] = _LoopConnection(asyncio.Lock())
             async with mine.lock:
                 try:

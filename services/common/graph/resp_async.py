@@ -14,6 +14,23 @@ from typing import Any
 import hiredis
 import redis.exceptions as rex
 
+# Error replies that mean "not now" rather than "wrong statement", by their prefix: the port
+# retries them and then reports the store unavailable, as for the synchronous client.
+_TRANSIENT_ERRORS: tuple[tuple[str, type[rex.RedisError]], ...] = (
+    ("LOADING ", rex.BusyLoadingError),
+    ("NOAUTH ", rex.AuthenticationError),
+    ("WRONGPASS ", rex.AuthenticationError),
+    ("ERR max number of clients reached", rex.ConnectionError),
+)
+
+
+def classified(error: rex.ResponseError) -> rex.RedisError:
+    message = str(error)
+    for prefix, kind in _TRANSIENT_ERRORS:
+        if message.startswith(prefix):
+            return kind(message)
+    return error
+
 
 def encode(*parts: str) -> bytes:
     """A RESP command: an array of bulk strings."""
@@ -49,7 +66,8 @@ class RespConnection(asyncio.Protocol):
         return connection
 
     async def call(self, command: bytes, timeout: float) -> Any:
-        """The command's reply; an error reply comes back as a `ResponseError` value, not raised."""
+        """The command's reply. An error reply comes back as a `ResponseError` value, not raised;
+        errors that mean the server cannot answer now (loading, authentication) are raised."""
         if self.closed or self._transport is None:
             raise rex.ConnectionError("the connection is closed")
         loop = asyncio.get_running_loop()
@@ -57,7 +75,10 @@ class RespConnection(asyncio.Protocol):
         self._transport.write(command)
         timer = loop.call_later(timeout, self._time_out, waiting)
         try:
-            return await waiting
+            reply = await waiting
+            if isinstance(reply, rex.ResponseError) and not isinstance(error := classified(reply), rex.ResponseError):
+                raise error
+            return reply
         except BaseException:
             self.close()
             raise
@@ -86,8 +107,12 @@ class RespConnection(asyncio.Protocol):
         except rex.InvalidResponse as exc:
             self._fail(exc)
             return
-        if reply is not False and self._waiting is not None and not self._waiting.done():
-            self._waiting.set_result(reply)
+        if reply is False:
+            return  # the rest of the reply is still on its way
+        if self._waiting is None or self._waiting.done() or self._reader.gets() is not False:
+            self._fail(rex.InvalidResponse("a reply nobody asked for"))  # out of step: start afresh
+            return
+        self._waiting.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
