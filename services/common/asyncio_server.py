@@ -36,8 +36,6 @@ class AsyncioServer:
     def __init__(self, thread_pool: futures.ThreadPoolExecutor, wrap: Wrap, options: Sequence[tuple[str, Any]],
                  *, on_stop: Callable[[], Awaitable[None]] | None = None):
         self._loop = asyncio.new_event_loop()
-        # Work coroutines hand to threads shares the server's pool: `max_workers` bounds it all.
-        self._loop.set_default_executor(thread_pool)
         self._thread = threading.Thread(target=self._serve, name="grpc-asyncio", daemon=True)
         self._thread.start()
         self._thread_pool = thread_pool
