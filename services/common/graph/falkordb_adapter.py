@@ -243,7 +243,7 @@ class FalkorDBGraph:
                         raise reply
                 except rex.ResponseError as exc:
                     reply = _unwritten_graph(statement, exc)
-                except _TRANSIENT as exc:  # the connection closed itself
+                except (*_TRANSIENT, rex.InvalidResponse) as exc:  # the connection closed itself: a read retries
                     raise TransientGraphError(str(exc)) from exc
             found = _single_value(statement, reply)
             return await asyncio.to_thread(self._value_by_run, statement) if found is _NEEDS_RUN else found
