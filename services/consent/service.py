@@ -109,6 +109,9 @@ class ScopeCache:
 
     ttl_seconds: float = 30.0
     entries: dict[SubjectRef, tuple[float, Scope]] = field(default_factory=dict)
+    # person id -> the subjects whose cached scope names it: identity's change stream forgets a
+    # person's scopes without a scan that would hold the lock (and the check's event loop) long.
+    by_person: dict[str, set[SubjectRef]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, subject: SubjectRef) -> Scope | None:
@@ -126,12 +129,29 @@ class ScopeCache:
         with self.lock:
             if len(self.entries) > 200_000:
                 self.entries.clear()
+                self.by_person.clear()
+            self._drop(subject)
             self.entries[subject] = (time.monotonic() + self.ttl_seconds, stale)
+            for person_id in stale.person_ids:
+                self.by_person.setdefault(person_id, set()).add(subject)
 
     def forget_persons(self, person_ids: set[str]) -> None:
         with self.lock:
-            for key in [k for k, (_, s) in self.entries.items() if set(s.person_ids) & person_ids]:
-                del self.entries[key]
+            for person_id in person_ids:
+                for subject in list(self.by_person.get(person_id, ())):
+                    self._drop(subject)
+
+    def _drop(self, subject: SubjectRef) -> None:
+        """Removes one entry and its index references; the caller holds the lock."""
+        old = self.entries.pop(subject, None)
+        if old is None:
+            return
+        for person_id in old[1].person_ids:
+            holders = self.by_person.get(person_id)
+            if holders is not None:
+                holders.discard(subject)
+                if not holders:
+                    del self.by_person[person_id]
 
 
 class ConsentService:
