@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -96,6 +97,12 @@ def _single_value(statement: Statement, reply: list[Any] | None) -> Any:
         return _decode(rows[0][0])
     except _NotPlain:
         return _NEEDS_RUN
+
+
+@functools.lru_cache(maxsize=64)
+def _read_command(database: str, text: str) -> bytes:
+    """`value_async`'s command, encoded once per statement: it is sent before every check."""
+    return resp_async.encode("GRAPH.RO_QUERY", database, text, "--compact")
 
 
 @dataclass
@@ -236,9 +243,8 @@ class FalkorDBGraph:
                 try:
                     if mine.connection is None or mine.connection.closed:
                         mine.connection = await self._open_async()
-                    reply = await mine.connection.call(
-                        resp_async.encode("GRAPH.RO_QUERY", self._name, statement.text, "--compact"),
-                        self._options["socket_timeout"])
+                    reply = await mine.connection.call(_read_command(self._name, statement.text),
+                                                       self._options["socket_timeout"])
                     if isinstance(reply, rex.ResponseError):
                         raise reply
                 except rex.ResponseError as exc:
