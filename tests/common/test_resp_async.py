@@ -34,6 +34,15 @@ async def open_connection(port: int, timeout: float = 5.0) -> resp_async.RespCon
                                                 connect_timeout=timeout, timeout=timeout)
 
 
+async def a_call_that_fails(port: int, error: type[Exception], timeout: float = 5.0) -> resp_async.RespConnection:
+    """Opens a connection, expects its first call to fail with `error` and leave it closed."""
+    connection = await open_connection(port, timeout)
+    with pytest.raises(error):
+        await connection.call(resp_async.encode("PING"), timeout)
+    assert connection.closed
+    return connection
+
+
 def test_commands_are_encoded_as_arrays_of_bulk_strings_by_their_bytes():
     assert resp_async.encode("GET", "Müller \"q\"\r\n") == b'*2\r\n$3\r\nGET\r\n$13\r\nM\xc3\xbcller "q"\r\n\r\n'
 
@@ -65,10 +74,8 @@ def test_silence_times_out_and_closes_the_connection():
     async def scenario() -> None:
         server, port = await serving(handle)
         async with server:
-            connection = await open_connection(port, timeout=0.2)
-            with pytest.raises(rex.TimeoutError):
-                await connection.call(resp_async.encode("PING"), 0.2)
-            assert connection.closed  # a late reply must not answer the next call
+            connection = await a_call_that_fails(port, rex.TimeoutError, timeout=0.2)
+            # closed: a late reply must not answer the next call
             with pytest.raises(rex.ConnectionError):
                 await connection.call(resp_async.encode("PING"), 0.2)
 
@@ -82,10 +89,7 @@ def test_a_connection_the_server_drops_fails_the_waiting_call():
     async def scenario() -> None:
         server, port = await serving(handle)
         async with server:
-            connection = await open_connection(port)
-            with pytest.raises(rex.ConnectionError):
-                await connection.call(resp_async.encode("PING"), 5)
-            assert connection.closed
+            await a_call_that_fails(port, rex.ConnectionError)
 
     asyncio.run(scenario())
 
@@ -125,10 +129,7 @@ def test_a_server_that_is_loading_is_unavailable_not_a_broken_statement():
     async def scenario() -> None:
         server, port = await serving(handle)
         async with server:
-            connection = await open_connection(port)
-            with pytest.raises(rex.BusyLoadingError):
-                await connection.call(resp_async.encode("PING"), 5)
-            assert connection.closed
+            await a_call_that_fails(port, rex.BusyLoadingError)
             graph = connect(GraphSettings(uri=f"falkordb://127.0.0.1:{port}", database="x", max_retries=1))
             with pytest.raises(Unavailable):
                 await graph.value_async(Statement("test.read", "RETURN 1 AS one"))
@@ -145,10 +146,7 @@ def test_a_reply_nobody_asked_for_closes_the_connection():
     async def scenario() -> None:
         server, port = await serving(handle)
         async with server:
-            connection = await open_connection(port)
-            with pytest.raises(rex.InvalidResponse):
-                await connection.call(resp_async.encode("PING"), 5)
-            assert connection.closed
+            await a_call_that_fails(port, rex.InvalidResponse)
 
     asyncio.run(scenario())
 

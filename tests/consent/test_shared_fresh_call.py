@@ -39,12 +39,18 @@ async def until(condition) -> None:
     raise AssertionError("condition not reached")
 
 
+async def a_look_held_open() -> tuple[GatedHead, SharedFreshCall, asyncio.Task]:
+    """A shared call whose first look has begun and waits at the gate; the task awaiting it."""
+    head = GatedHead()
+    shared = SharedFreshCall(head.look)
+    first = asyncio.create_task(shared())
+    await until(lambda: head.looks == 1)
+    return head, shared, first
+
+
 def test_callers_arriving_during_a_look_share_the_next_one():
     async def scenario() -> None:
-        head = GatedHead()
-        shared = SharedFreshCall(head.look)
-        first = asyncio.create_task(shared())
-        await until(lambda: head.looks == 1)
+        head, shared, first = await a_look_held_open()
         later = [asyncio.create_task(shared()) for _ in range(50)]
         await asyncio.sleep(0.01)
         assert head.looks == 1  # nobody else began a look while one runs
@@ -59,10 +65,7 @@ def test_callers_arriving_during_a_look_share_the_next_one():
 
 def test_a_caller_arriving_while_the_shared_look_runs_waits_for_a_third():
     async def scenario() -> None:
-        head = GatedHead()
-        shared = SharedFreshCall(head.look)
-        first = asyncio.create_task(shared())
-        await until(lambda: head.looks == 1)
+        head, shared, first = await a_look_held_open()
         second = asyncio.create_task(shared())
         await asyncio.sleep(0.01)
         head.gate.set()
@@ -79,10 +82,7 @@ def test_a_caller_arriving_while_the_shared_look_runs_waits_for_a_third():
 
 def test_a_failed_look_reaches_every_caller_sharing_it_and_the_next_caller_looks_again():
     async def scenario() -> None:
-        head = GatedHead()
-        shared = SharedFreshCall(head.look)
-        first = asyncio.create_task(shared())
-        await until(lambda: head.looks == 1)
+        head, shared, first = await a_look_held_open()
         later = [asyncio.create_task(shared()) for _ in range(5)]
         await asyncio.sleep(0.01)
         head.fail = True
@@ -98,10 +98,7 @@ def test_a_failed_look_reaches_every_caller_sharing_it_and_the_next_caller_looks
 
 def test_a_cancelled_caller_leaves_the_others_their_look():
     async def scenario() -> None:
-        head = GatedHead()
-        shared = SharedFreshCall(head.look)
-        first = asyncio.create_task(shared())
-        await until(lambda: head.looks == 1)
+        head, shared, first = await a_look_held_open()
         leaving, staying = asyncio.create_task(shared()), asyncio.create_task(shared())
         await asyncio.sleep(0.01)
         leaving.cancel()
@@ -117,10 +114,7 @@ def test_a_cancelled_caller_leaves_the_others_their_look():
 
 def test_no_look_begins_for_callers_that_all_left():
     async def scenario() -> None:
-        head = GatedHead()
-        shared = SharedFreshCall(head.look)
-        first = asyncio.create_task(shared())
-        await until(lambda: head.looks == 1)
+        head, shared, first = await a_look_held_open()
         leaving = [asyncio.create_task(shared()) for _ in range(3)]
         await asyncio.sleep(0.01)
         for task in leaving:
