@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from services.common import auth, errors
+from services.common import auth, errors, logs
 from services.common.telemetry import rpc_metrics, tracer
 
 log = structlog.get_logger("tessera.rpc")
@@ -78,13 +78,12 @@ class _Method:
     """What the interceptor records for one method, computed once per method rather than per call:
     the span's name and attributes and the metric labels (method and status code only)."""
 
-    __slots__ = ("_duration_labels", "name", "span_attributes", "started_labels")
+    __slots__ = ("_duration_labels", "name", "span_attributes")
 
     def __init__(self, method: str):
         _, svc, name = method.split("/")
         self.name = method
         self.span_attributes = {"rpc.system": "grpc", "rpc.service": svc, "rpc.method": name}
-        self.started_labels = {"rpc.method": method}
         self._duration_labels: dict[grpc.StatusCode, dict[str, str]] = {}
 
     def duration_labels(self, code: grpc.StatusCode) -> dict[str, str]:
@@ -204,12 +203,14 @@ class _Rpc:
         self.owner, self.info, self.context = owner, info, context
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
-        self.span = tracer().start_span(info.name, kind=SpanKind.SERVER, attributes=info.span_attributes)
+        self.span = tracer().start_span(info.name, kind=SpanKind.SERVER)
+        if self.span.is_recording():  # attributes only for spans kept: the SDK cleans each value
+            self.span.set_attributes(info.span_attributes)
         # The span becomes the current one (what `trace.use_span` does), so logs carry its ids.
         self.context_token = otel_context.attach(trace.set_span_in_context(self.span)) if current_span else None
         self.caller_token = None
         structlog.contextvars.bind_contextvars(rpc_method=info.name)
-        owner._metrics.started.add(1, info.started_labels)
+        owner._metrics.count_started(info.name)
 
     def admit(self) -> None:
         remaining = self.context.time_remaining()
@@ -253,7 +254,8 @@ class _Rpc:
         code = self.code
         self.owner._metrics.duration.record(elapsed_ms, self.info.duration_labels(code))
         if code == grpc.StatusCode.OK:
-            log.info("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
+            if logs.info_enabled():
+                log.info("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
         else:
             log.warning("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
         if self.caller_token is not None:

@@ -67,8 +67,19 @@ def add_trace_context(_logger: Any, _method: str, event: dict[str, Any]) -> dict
     return event
 
 
+_min_level = logging.INFO
+
+
+def info_enabled() -> bool:
+    """Whether info lines are written. The per-call RPC line asks first: at a higher level the
+    call through structlog's lazy logger costs a bound logger's creation only to be dropped."""
+    return _min_level <= logging.INFO
+
+
 def configure_logging(service: str, level: str = "info", fmt: str = "json", stream: Any = None) -> None:
     """Configures structlog and routes stdlib logging (grpc, neo4j, redis) through it."""
+    global _min_level
+    _min_level = logging.getLevelName(level.upper())
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )

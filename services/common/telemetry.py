@@ -3,10 +3,11 @@ port is configured; spans still exist locally so that logs carry trace ids."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -17,12 +18,34 @@ from services.common.config import TelemetrySettings
 _configured = False
 
 
-@dataclass
 class RpcMetrics:
-    """Instruments recorded by the server interceptor. Labels hold method and status code only."""
+    """Instruments recorded by the server interceptor. Labels hold method and status code only.
 
-    duration: metrics.Histogram
-    started: metrics.Counter
+    Started calls are counted in a plain dictionary that an observable counter reads when metrics
+    are collected: a synchronous counter's `add` costs as much as a cached consent check's
+    decision, and every call pays it."""
+
+    def __init__(self, meter: metrics.Meter):
+        self.duration = meter.create_histogram("rpc.server.duration", unit="ms",
+                                               description="Duration of inbound RPCs")
+        self._started: dict[str, int] = {}
+        self._lock = threading.Lock()  # the synchronous server counts from many threads
+        meter.create_observable_counter("rpc.server.started", callbacks=[self._observe_started],
+                                        description="Inbound RPCs started")
+
+    def count_started(self, method: str) -> None:
+        with self._lock:
+            self._started[method] = self._started.get(method, 0) + 1
+
+    def started(self, method: str) -> int:
+        with self._lock:
+            return self._started.get(method, 0)
+
+    def _observe_started(self, _options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        with self._lock:
+            counts = list(self._started.items())
+        for method, count in counts:
+            yield metrics.Observation(count, {"rpc.method": method})
 
 
 def configure_telemetry(service: str, settings: TelemetrySettings) -> None:
@@ -49,7 +72,10 @@ def configure_telemetry(service: str, settings: TelemetrySettings) -> None:
         start_http_server(settings.metrics_port)
         readers.append(PrometheusMetricReader())
     trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    # Exemplars link a measurement to the sampled trace it was taken in; without a trace exporter
+    # no trace is sampled, so the per-measurement check for one is skipped.
+    exemplars = None if settings.otlp_endpoint else AlwaysOffExemplarFilter()
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars))
 
 
 def span_sampler(settings: TelemetrySettings) -> Sampler | None:
@@ -60,14 +86,18 @@ def span_sampler(settings: TelemetrySettings) -> Sampler | None:
     return None if settings.otlp_endpoint else ParentBased(root=ALWAYS_OFF)
 
 
+_rpc_metrics: RpcMetrics | None = None
+_rpc_metrics_lock = threading.Lock()
+
+
 def rpc_metrics() -> RpcMetrics:
-    meter = metrics.get_meter("tessera.rpc")
-    return RpcMetrics(
-        duration=meter.create_histogram(
-            "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
-        ),
-        started=meter.create_counter("rpc.server.started", description="Inbound RPCs started"),
-    )
+    """The process's one set of RPC instruments, shared by every server in it: a meter registers an
+    instrument name once and ignores a second observable counter's callback."""
+    global _rpc_metrics
+    with _rpc_metrics_lock:
+        if _rpc_metrics is None:
+            _rpc_metrics = RpcMetrics(metrics.get_meter("tessera.rpc"))
+        return _rpc_metrics
 
 
 _tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None

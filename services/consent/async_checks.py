@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -63,13 +64,28 @@ class SharedFreshCall:
             if caller.done():  # cancelled
                 continue
             if error is not None:
-                caller.set_exception(error)
+                caller.set_exception(_own_copy(error))
             else:
                 caller.set_result(done.result())
         self._sharing, self._next = [c for c in self._next if not c.done()], []
         self._running = False
         if self._sharing:  # nobody waiting (all cancelled, say at shutdown): no read
             self._begin(loop)
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """`error` for one of the callers sharing a failed call: every caller raises it, and an
+    exception raised by many coroutines would gather all their frames in one traceback (and be
+    handled by all of them at once). The copy keeps the type, message and attributes (so the same
+    status), and has the shared call's error as its cause; one that cannot be rebuilt is shared."""
+    try:
+        twin = copy.copy(error)
+    except Exception:
+        return error
+    if type(twin) is not type(error) or twin.args != error.args:
+        return error
+    twin.__cause__ = error
+    return twin
 
 
 async def on_thread(call: Callable[..., T], *args: Any) -> T:

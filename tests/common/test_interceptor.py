@@ -14,6 +14,8 @@ import grpc
 import pytest
 import structlog
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,6 +26,7 @@ from services.common.asyncio_server import AsyncioServer
 from services.common.errors import InvalidArgument, NotFound
 from services.common.falkordb_server import free_port
 from services.common.interceptors import ServerInterceptor
+from services.common.logs import configure_logging
 from tests.helpers import error_details
 
 METHOD = "/test.Echo/Say"
@@ -140,3 +143,39 @@ def test_the_tracer_is_looked_up_once_per_provider(spans):
     assert telemetry.tracer() is telemetry.tracer()
     assert telemetry._tracer is not None
     assert telemetry._tracer[0] is trace.get_tracer_provider()
+
+
+def test_every_started_call_is_counted_and_reported_to_a_metric_reader(echo):
+    _interceptor, say = echo
+    before = telemetry.rpc_metrics().started(METHOD)
+    say(b"one")
+    with pytest.raises(grpc.RpcError):
+        say(b"missing")
+    assert telemetry.rpc_metrics().started(METHOD) == before + 2
+    assert telemetry.rpc_metrics() is telemetry.rpc_metrics()  # one set per process, every server
+
+    reader = InMemoryMetricReader()
+    counts = telemetry.RpcMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    for method in (METHOD, METHOD, "/test.Echo/Other"):
+        counts.count_started(method)
+    [metric] = [m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+                for m in sm.metrics if m.name == "rpc.server.started"]
+    assert metric.data.is_monotonic
+    assert {p.attributes["rpc.method"]: p.value for p in metric.data.data_points} == {
+        METHOD: 2, "/test.Echo/Other": 1}
+
+
+def test_successful_calls_write_no_access_line_above_info_level(echo, log_buffer):
+    _interceptor, say = echo
+    configure_logging("test", "warning", "json", stream=log_buffer)
+    try:
+        say(b"quiet")
+        with pytest.raises(grpc.RpcError):
+            say(b"missing")
+        deadline = time.monotonic() + 5  # the asyncio server may answer before its bookkeeping ends
+        while not lines(log_buffer, "rpc") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(line["level"], line["grpc_code"]) for line in lines(log_buffer, "rpc")] == [
+            ("warning", "NOT_FOUND")]
+    finally:
+        configure_logging("test", "info", "json", stream=log_buffer)

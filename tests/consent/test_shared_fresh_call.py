@@ -1,6 +1,7 @@
 """The asyncio server's shared head look keeps FreshRead's promise for coroutines: no check is
 answered by a look that began before the check arrived; checks arriving during a look share the
-next one; a failure reaches every caller sharing it; one caller's cancellation spares the rest."""
+next one; a failure reaches every caller sharing it; one caller's cancellation spares the rest.
+Each caller raises an error object of its own."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ async def until(condition) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("condition not reached")
+
+
+def frames(traceback) -> int:
+    count = 0
+    while traceback is not None:
+        count, traceback = count + 1, traceback.tb_next
+    return count
 
 
 async def a_look_held_open() -> tuple[GatedHead, SharedFreshCall, asyncio.Task]:
@@ -87,9 +95,19 @@ def test_a_failed_look_reaches_every_caller_sharing_it_and_the_next_caller_looks
         await asyncio.sleep(0.01)
         head.fail = True
         head.gate.set()
+        raised = []
         for task in [first, *later]:
-            with pytest.raises(RuntimeError, match="store down"):
+            with pytest.raises(RuntimeError, match="store down") as failed:
                 await task
+            raised.append(failed.value)
+        # Each caller raises an error of its own (one object raised by all would gather every
+        # caller's frames in its traceback), caused by its look's own: the first caller's look,
+        # and the one the five later callers shared.
+        assert len({id(e) for e in raised}) == 6
+        assert len({id(e.__cause__) for e in raised[1:]}) == 1
+        assert raised[0].__cause__ is not raised[1].__cause__
+        assert isinstance(raised[0].__cause__, RuntimeError)
+        assert max(frames(e.__traceback__) for e in raised) == frames(raised[0].__traceback__)
         head.fail = False
         assert await shared() == 3
 
