@@ -69,9 +69,17 @@ def account_input_to_raw(account: pb.AccountInput, field: str) -> dict[str, Any]
 
 
 def person_to_proto(view: PersonView) -> pb.Person:
-    return pb.Person(name=f"persons/{view.person_id}", create_time=protos.timestamp(view.created_at),
-                     update_time=protos.timestamp(view.updated_at), account_count=view.account_count,
-                     merged_persons=[f"persons/{p}" for p in view.merged_persons])
+    return fill_person(pb.Person(), view)
+
+
+def fill_person(message: pb.Person, view: PersonView) -> pb.Person:
+    """`view` written into `message` in place (a batch's answers fill their own, uncopied)."""
+    message.name = f"persons/{view.person_id}"
+    message.create_time.FromMilliseconds(int(view.created_at))
+    message.update_time.FromMilliseconds(int(view.updated_at))
+    message.account_count = view.account_count
+    message.merged_persons.extend(f"persons/{p}" for p in view.merged_persons)
+    return message
 
 
 def account_to_proto(view: AccountView) -> pb.Account:
@@ -173,12 +181,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         for res in self.service.resolve_subjects(refs):
             item = out.resolutions.add(state=RESOLUTION_STATES[res.state])
             if res.person is not None:
-                item.person.CopyFrom(person_to_proto(res.person))
+                fill_person(item.person, res.person)
+            add = item.references.add  # filled in place: half the cost of building each and copying it
             for kind, held in ((pb.LinkedReference.KIND_ACCOUNT, res.accounts),
                                (pb.LinkedReference.KIND_IDENTIFIER, res.identifiers)):
-                item.references.extend(
-                    pb.LinkedReference(kind=kind, token=token, link_method=LINK_METHODS.get(method, 0))
-                    for token, method in sorted(held.items()))
+                for token, method in sorted(held.items()):
+                    add(kind=kind, token=token, link_method=LINK_METHODS.get(method, 0))
         return out
 
     def ListAccounts(self, request: pb.ListAccountsRequest, context: grpc.ServicerContext) -> pb.ListAccountsResponse:

@@ -417,10 +417,12 @@ class IdentityService:
             res.person.account_count += 1
             method = row["method"] or ""
             res.accounts[row["account_id"]] = method
-            for token in row["identifiers"] or []:
-                held = res.identifiers.get(token)
-                if held is None or METHOD_STRENGTH.get(method, 0) > METHOD_STRENGTH.get(held, 0):
-                    res.identifiers[token] = method
+            strength = METHOD_STRENGTH.get(method, 0)
+            identifiers = res.identifiers
+            for token in row["identifiers"] or ():
+                held = identifiers.get(token)
+                if held is None or strength > METHOD_STRENGTH.get(held, 0):
+                    identifiers[token] = method
         return out
 
     def _normalise_identifier(self, kind: str, raw_value: str) -> str:

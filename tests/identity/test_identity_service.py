@@ -276,6 +276,8 @@ def test_batch_resolve_follows_merges_and_reports_every_reference(stub):
     assert {r.person.name for r in out[:3]} == {merged.name}
     assert out[0].person.account_count == 3
     assert c.person.name in out[0].person.merged_persons
+    assert out[0].person == stub.GetPerson(pb.GetPersonRequest(name=merged.name))  # every field, times too
+    assert out[0].person.create_time.ToMilliseconds() > 0
     accounts = stub.ListAccounts(pb.ListAccountsRequest(parent=merged.name)).accounts
     by_token = {acc.name.rsplit("/", 1)[1]: acc.link_method for acc in accounts}
     for resolution in out[:3]:
