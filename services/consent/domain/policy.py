@@ -206,14 +206,14 @@ def decide(
             if not superseded:
                 return Decision(False, "withdrawn" if e.kind == WITHDRAW else "denied", basis, e.event_id, version)
 
-    # 6. grants that reach the target
-    strong = {ref for ref, level in scope.items() if level in propagation}
-    usable = {target} if target else set()
-    if target is None or target in strong:
-        usable |= strong
+    # 6. grants that reach the target: its own, and when it is strongly linked (or the person as a
+    # whole is asked about) those of every strongly linked account. Only refs holding events are
+    # looked at: most of a person's refs (its other identifiers) hold none.
+    reach_all = target is None or scope.get(target) in propagation
     grants = []
-    for ref in usable:
-        ref_events = by_ref.get(ref, [])
+    for ref, ref_events in by_ref.items():
+        if ref != target and not (reach_all and scope[ref] in propagation):
+            continue
         grant = _latest([e for e in ref_events if e.kind == GRANT and grant_counts(e)], _GRANT_KINDS)
         erased = _latest(ref_events, _ERASURE_KINDS)
         if grant and not (erased and erased.when > grant.when):
