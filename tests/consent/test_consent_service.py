@@ -332,7 +332,8 @@ def test_single_checks_answer_as_a_batch_of_one_does_before_and_after_scopes_are
     link(identity, "app", "S3", given="Udo", birth="1970-02-02")
     offers = "purposes/personalised-offers"  # consent, on email, push, in-app and personalisation
     grant(consent, acct("webshop", "S1"), purpose=offers)
-    grant(consent, acct("app", "S3"), purpose=offers, channel=cpb.CHANNEL_PUSH)
+    expiry = timestamp_pb2.Timestamp(seconds=int(time.time()) + 86_400, nanos=250_000_000)
+    grant(consent, acct("app", "S3"), purpose=offers, channel=cpb.CHANNEL_PUSH, expire_time=expiry)
     email = subject_pb2.Subject(identifier=subject_pb2.Identifier(kind=subject_pb2.IDENTIFIER_KIND_EMAIL,
                                                                   value="sina@example.org"))
     subjects = [acct("webshop", "S1"), acct("newsletter", "S2"), acct("app", "S3"), acct("webshop", "nobody"),
@@ -355,6 +356,8 @@ def test_single_checks_answer_as_a_batch_of_one_does_before_and_after_scopes_are
     assert first[1][:4] == [(True, "consent_granted"), (True, "consent_granted"), (False, "no_consent_recorded"),
                             (False, "no_consent_recorded")]
     assert first[2][2] == (True, "consent_granted")  # the push-only grant, checked for push
+    pushed = check(consent, acct("app", "S3"), purpose=offers, channel=cpb.CHANNEL_PUSH)
+    assert pushed.expire_time.ToMilliseconds() == expiry.ToMilliseconds()  # in the batch's answer too
     assert first[3][0] == (False, "channel_not_allowed_for_purpose")
     assert first[4][0] == (True, "lawful_basis:contract")
     assert first[8][0] == (False, "unknown_purpose")
