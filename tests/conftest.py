@@ -13,6 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.common.config import Settings
 from services.common.falkordb_server import EmbeddedFalkorDB, free_port
@@ -43,6 +47,20 @@ def log_buffer() -> io.StringIO:
     buffer = io.StringIO()
     configure_logging("test", "info", "json", stream=buffer)
     return buffer
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """Finished spans of this test, from the process's SDK tracer provider (set here if none is)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "another tracer provider is installed"
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 from services.common import errors
 from services.common.auth import CALLER_HEADER
 from services.common.config import Settings
+from services.common.telemetry import trace_metadata
 
 T = TypeVar("T")
 
@@ -36,9 +37,10 @@ def _reason(exc: grpc.RpcError) -> str | None:
 
 def call(fn: Callable[..., T], request: Any, *, timeout: float, caller: str, what: str) -> T:
     """Calls a sibling RPC; UNAVAILABLE and DEADLINE_EXCEEDED become Unavailable, INVALID_ARGUMENT
-    from a sibling is our bug (INTERNAL), the rest keep their meaning."""
+    from a sibling is our bug (INTERNAL), the rest keep their meaning. The call carries the
+    current trace context, so the sibling's span joins the caller's trace."""
     try:
-        return fn(request, timeout=timeout, metadata=[(CALLER_HEADER, caller)])
+        return fn(request, timeout=timeout, metadata=[(CALLER_HEADER, caller), *trace_metadata()])
     except grpc.RpcError as exc:
         code = exc.code()
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.common import auth, errors, logs
-from services.common.telemetry import rpc_metrics, tracer
+from services.common.telemetry import caller_trace, rpc_metrics, tracer
 
 log = structlog.get_logger("tessera.rpc")
 
@@ -203,7 +203,9 @@ class _Rpc:
         self.owner, self.info, self.context = owner, info, context
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
-        self.span = tracer().start_span(info.name, kind=SpanKind.SERVER)
+        # A child of the caller's span when the caller sent its trace context.
+        parent = caller_trace(context.invocation_metadata())
+        self.span = tracer().start_span(info.name, context=parent, kind=SpanKind.SERVER)
         if self.span.is_recording():  # attributes only for spans kept: the SDK cleans each value
             self.span.set_attributes(info.span_attributes)
         # The span becomes the current one (what `trace.use_span` does), so logs carry its ids.

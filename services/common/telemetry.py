@@ -1,21 +1,30 @@
 """OpenTelemetry tracing and RPC metrics. Export is off unless an OTLP endpoint or a Prometheus
-port is configured; spans still exist locally so that logs carry trace ids."""
+port is configured; spans still exist locally so that logs carry trace ids. Calls between the
+services carry the W3C trace context (`traceparent`), so one request's spans and log lines share a
+trace id across services."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.config import TelemetrySettings
 
 _configured = False
+# Trace context only: baggage, which the default global propagator also carries, may hold
+# anything a caller put there, and nothing we pass on may carry personal data.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+_TRACE_HEADERS = frozenset(_TRACE_CONTEXT.fields)
 
 
 class RpcMetrics:
@@ -114,3 +123,17 @@ def tracer() -> trace.Tracer:
     found = provider.get_tracer("tessera")
     _tracer = (provider, found)
     return found
+
+
+def caller_trace(metadata: Iterable[tuple[str, Any]] | None) -> Context | None:
+    """The caller's trace context from its `traceparent` / `tracestate` headers; None without
+    them. A malformed header gives a context without a span: the server span is then a root."""
+    carrier = {key: value for key, value in metadata or () if key in _TRACE_HEADERS}
+    return _TRACE_CONTEXT.extract(carrier) if carrier else None
+
+
+def trace_metadata() -> list[tuple[str, str]]:
+    """Headers carrying the current span's trace context to a sibling service (none outside a span)."""
+    carrier: dict[str, str] = {}
+    _TRACE_CONTEXT.inject(carrier)
+    return list(carrier.items())

@@ -3,6 +3,7 @@ hash-chained ledger with signed receipts, identity-aware checks, history and ver
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import re
@@ -393,8 +394,12 @@ class ConsentService:
         if len(subjects) <= CHECK_CHUNK:
             return check_chunk(subjects)
         chunks = [subjects[start:start + CHECK_CHUNK] for start in range(0, len(subjects), CHECK_CHUNK)]
+        # Each chunk runs in a copy of the caller's context (its trace, caller and log fields), so
+        # that its identity calls join the call's trace.
+        contexts = [contextvars.copy_context() for _ in chunks]
         with ThreadPoolExecutor(max_workers=BATCH_WORKERS, thread_name_prefix="batch-check") as pool:
-            return [result for part in pool.map(check_chunk, chunks) for result in part]
+            return [result for part in pool.map(lambda context, chunk: context.run(check_chunk, chunk),
+                                                contexts, chunks) for result in part]
 
     def _version_of(self, purpose_id: str, *, from_memory: bool = False) -> Callable[[int], Purpose | None]:
         """Older purpose versions for grants given under them; versions never change once written,

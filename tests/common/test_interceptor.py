@@ -16,8 +16,6 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -30,20 +28,6 @@ from services.common.logs import configure_logging
 from tests.helpers import error_details
 
 METHOD = "/test.Echo/Say"
-
-
-@pytest.fixture
-def spans() -> InMemorySpanExporter:
-    """Finished spans of this test, from the process's SDK tracer provider (set here if none is)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "another tracer provider is installed"
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.shutdown()
 
 
 @pytest.fixture(params=["sync", "asyncio-coroutine", "asyncio-thread-pool"])
@@ -179,3 +163,28 @@ def test_successful_calls_write_no_access_line_above_info_level(echo, log_buffer
             ("warning", "NOT_FOUND")]
     finally:
         configure_logging("test", "info", "json", stream=log_buffer)
+
+
+def finished_spans(spans: InMemorySpanExporter, count: int) -> list:
+    """The finished spans, once `count` have ended (the asyncio server may answer first)."""
+    deadline = time.monotonic() + 5
+    while len(spans.get_finished_spans()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(spans.get_finished_spans())
+
+
+def test_a_caller_trace_context_makes_the_server_span_its_child(echo, spans, log_buffer):
+    _interceptor, say = echo
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    say(b"traced", metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01"), ("tracestate", "vendor=1")])
+    say(b"malformed", metadata=[("traceparent", "00-not-a-trace-01")])
+    traced, malformed = finished_spans(spans, 2)
+    assert format(traced.context.trace_id, "032x") == trace_id
+    assert traced.parent is not None
+    assert traced.parent.is_remote
+    assert format(traced.parent.span_id, "016x") == parent_id
+    assert traced.context.trace_state.get("vendor") == "1"
+    assert malformed.parent is None  # a header that does not parse: a root span, and the call works
+    assert format(malformed.context.trace_id, "032x") != trace_id
+    said = lines(log_buffer, "said")
+    assert [line["trace_id"] == trace_id for line in said] == [True, False]

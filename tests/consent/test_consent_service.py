@@ -414,3 +414,26 @@ def test_a_check_is_answered_from_memory_only_while_nothing_it_read_changed(stac
     past = check_on_a_loop(before_withdrawal)
     assert (past[0].allowed, past[0].deciding_event_id) == (True, granted[0].deciding_event_id)
     assert check_on_a_loop(None) == withdrawn
+
+
+def test_a_check_that_asks_identity_is_one_trace_across_both_services(identity, consent, spans):
+    link(identity, "webshop", "T1", "tina@example.org", given="Tina")
+    spans.clear()
+    consent.CheckConsent(cpb.CheckConsentRequest(subject=acct("webshop", "T1"), purpose=NEWS))  # a cold scope
+    subjects = [acct("webshop", "T1"), *(acct("webshop", f"unknown-{i}") for i in range(1500))]
+    consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=subjects, purpose=NEWS))  # two chunks
+
+    def named(suffix: str) -> list:
+        return [s for s in spans.get_finished_spans() if s.name.endswith(suffix)]
+
+    deadline = time.monotonic() + 5  # the asyncio server may answer before its span ends
+    while not (named("/CheckConsent") and named("/BatchCheckConsent")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [check], [batch] = named("/CheckConsent"), named("/BatchCheckConsent")
+    resolves = named("/BatchResolveSubjects")
+    children = {(s.context.trace_id, s.parent.span_id) for s in resolves if s.parent is not None}
+    assert (check.context.trace_id, check.context.span_id) in children
+    # Each chunk asks identity on a thread of its own, still within the batch's trace.
+    assert sum(s.context.trace_id == batch.context.trace_id and s.parent.span_id == batch.context.span_id
+               for s in resolves) == 2
+    assert len(resolves) == 3
