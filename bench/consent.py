@@ -40,6 +40,7 @@ from services.consent.store import ConsentStore
 PURPOSES = ["newsletter-email", "sms-marketing", "personalised-offers", "push-offers"]
 KINDS = ["grant"] * 6 + ["withdraw", "deny"]
 CHECKED_PURPOSE = "purposes/newsletter-email"  # what every check and batch asks about
+STREAM_CHECKS = 200  # checks per StreamCheckConsent stream that h2load sends
 
 
 def _load_events(store: ConsentStore, refs: list[str], total: int, batch: int = 5000) -> float:
@@ -125,8 +126,11 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
         throughput = sum(done) / (time.perf_counter() - t0)
         address = stack.env["TESSERA_CLIENTS_CONSENT_ADDR"]
         light_throughput = asyncio.run(_async_throughput(address, subjects[:2000]))
-        native = _h2load_throughput(address, consent, [_check_request(s) for s in subjects[:4]],
+        h2load_requests = [_check_request(s) for s in subjects[:4]]
+        native = _h2load_throughput(address, "CheckConsent", _unary_bodies(consent, h2load_requests),
                                     server_pid=stack.pids["consent"])
+        streamed = _h2load_throughput(address, "StreamCheckConsent", _stream_bodies(consent, h2load_requests),
+                                      server_pid=stack.pids["consent"])
         batch = subjects[:10_000]
         batch_seconds = []
         for _ in range(2):  # the second time with every subject's scope cached, as for a campaign re-checked
@@ -143,6 +147,7 @@ def run(persons: int, events: int, samples: int) -> dict[str, Any]:
                 "checks_per_second_8_threads": round(throughput),
                 "checks_per_second_async_client": round(light_throughput),
                 "checks_per_second_h2load": native,
+                "checks_per_second_h2load_stream": streamed,
                 "batch_check_seconds": round(batch_seconds[0], 2),
                 "batch_check_seconds_scopes_cached": round(batch_seconds[1], 2),
                 "batch_subjects": len(batch), "verify_seconds": round(verify_seconds, 1),
@@ -153,43 +158,68 @@ def _check_request(subject: subject_pb2.Subject) -> cpb.CheckConsentRequest:
     return cpb.CheckConsentRequest(subject=subject, purpose=CHECKED_PURPOSE, channel=cpb.CHANNEL_EMAIL)
 
 
-def _h2load_throughput(address: str, consent: consent_pb2_grpc.ConsentServiceStub,
-                       requests: list[cpb.CheckConsentRequest], *, server_pid: int, seconds: int = 10
-                       ) -> dict[str, Any] | str:
+def _frame(message: Any) -> bytes:
+    """A gRPC length-prefixed message, as it travels in a request body."""
+    body = message.SerializeToString()
+    return b"\0" + struct.pack(">I", len(body)) + body
+
+
+def _unary_bodies(consent: consent_pb2_grpc.ConsentServiceStub, requests: list[cpb.CheckConsentRequest]
+                  ) -> list[tuple[bytes, int, int]]:
+    """(request body, bytes of one answer, checks per request) for CheckConsent calls."""
+    return [(_frame(r), 5 + consent.CheckConsent(r).ByteSize(), 1) for r in requests]
+
+
+def _stream_bodies(consent: consent_pb2_grpc.ConsentServiceStub, requests: list[cpb.CheckConsentRequest],
+                   per_stream: int = STREAM_CHECKS) -> list[tuple[bytes, int, int]]:
+    """The same for StreamCheckConsent: each stream sends `per_stream` checks of one subject."""
+    out = []
+    for r in requests:
+        check = cpb.StreamCheckConsentRequest(subject=r.subject, purpose=r.purpose, channel=r.channel)
+        [answer] = consent.StreamCheckConsent(iter([check]))
+        if answer.WhichOneof("outcome") != "result":
+            raise RuntimeError(f"the stream refused the bench's check: {answer.error}")
+        out.append((_frame(check) * per_stream, 5 + answer.ByteSize(), per_stream))
+    return out
+
+
+def _h2load_throughput(address: str, method: str, bodies: list[tuple[bytes, int, int]], *, server_pid: int,
+                       seconds: int = 10) -> dict[str, Any] | str:
     """Checks per second driven by nghttp2's `h2load`, a load generator in C (Debian package
     `nghttp2-client`): the Python clients above spend as much CPU per call as the service, and on
-    two shared cores that caps what they can measure. One h2load process per request (h2load
-    sends one fixed body), two connections of eight streams each. h2load counts HTTP/2 responses;
-    gRPC errors are trailers-only responses without a body, so a check is counted as answered
-    only by the bytes of its response message. The service's CPU per check says what binds it:
-    one process of Python is bound by one core (the GIL) at 1 / (CPU per check)."""
+    two shared cores that caps what they can measure. One h2load process per request body (h2load
+    sends one fixed body), two connections of eight streams each; a body holds one check
+    (`CheckConsent`) or `STREAM_CHECKS` of them (`StreamCheckConsent`). h2load counts HTTP/2
+    responses; gRPC errors are trailers-only responses without a body, so a check is counted as
+    answered only by the bytes of its answer. Streams still open when the run ends count no
+    check but spent CPU, so the stream figures lean low. The service's CPU per check says what
+    binds it: one process of Python is bound by one core (the GIL) at 1 / (CPU per check)."""
     if shutil.which("h2load") is None:
         return "h2load not installed (apt-get install nghttp2-client)"
     with tempfile.TemporaryDirectory() as tmp:
-        runs = []
-        for k, request in enumerate(requests):
-            body = request.SerializeToString()
+        paths = []
+        for k, (body, _, _) in enumerate(bodies):
             path = Path(tmp) / f"check-{k}.bin"
-            path.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)  # gRPC length-prefixed message
-            runs.append((path, 5 + consent.CheckConsent(request).ByteSize()))
+            path.write_bytes(body)
+            paths.append(path)
         started, cpu_before = time.perf_counter(), _cpu_seconds(server_pid)
         procs = [subprocess.Popen(
             ["h2load", "--duration", str(seconds), "--clients", "2", "--max-concurrent-streams", "8",
              "--threads", "1", "--header", "content-type: application/grpc", "--header", "te: trailers",
-             "--data", str(path), f"http://{address}/tessera.consent.v1.ConsentService/CheckConsent"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for path, _ in runs]
+             "--data", str(path), f"http://{address}/tessera.consent.v1.ConsentService/{method}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for path in paths]
         outputs = [proc.communicate()[0] for proc in procs]
         elapsed, cpu = time.perf_counter() - started, _cpu_seconds(server_pid) - cpu_before
     done = answered = 0.0
-    for output, (_, response_bytes) in zip(outputs, runs, strict=True):
+    for output, (_, answer_bytes, checks) in zip(outputs, bodies, strict=True):
         requests_line = re.search(r"requests: \d+ total, \d+ started, (\d+) done", output)
         data = re.search(r"B \((\d+)\) data", output)  # "486.34KB (498015) data": exact bytes
         if requests_line is None or data is None:
             raise RuntimeError(f"unexpected h2load output: {output[-500:]}")
-        done += int(requests_line.group(1))
-        answered += int(data.group(1)) / response_bytes
+        done += int(requests_line.group(1)) * checks
+        answered += int(data.group(1)) / answer_bytes
     return {"checks_per_second": round(done / elapsed), "answered_share": round(min(answered / done, 1.0), 3),
-            "server_cpu_ms_per_check": round(cpu / done * 1000, 3), "processes": len(runs)}
+            "server_cpu_ms_per_check": round(cpu / done * 1000, 3), "processes": len(bodies)}
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -174,6 +174,25 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     def _wrap_stream(self, behaviour: Callable, method: str) -> Callable:
         info = _Method(method)
+        if inspect.isasyncgenfunction(behaviour):  # a response stream on the asyncio server's loop
+            async def wrapped_async_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                # The generator runs in its call's task from start to end, so its span can be current.
+                rpc = _Rpc(self, info, context, current_span=True)
+                try:
+                    rpc.admit()
+                    async for response in behaviour(request, context):
+                        yield response
+                except asyncio.CancelledError:
+                    rpc.code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:
+                    status = rpc.failure(exc)
+                    await context.abort(status.code, status.details, status.trailing_metadata)  # raises
+                    raise
+                finally:
+                    rpc.end()
+
+            return wrapped_async_stream
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             rpc = _Rpc(self, info, context, current_span=False)

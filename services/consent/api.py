@@ -12,7 +12,8 @@ from tessera.consent.v1 import consent_pb2_grpc
 
 from services.common import protos
 from services.common.auth import current_caller
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import FieldViolation, InvalidArgument, TesseraError
+from services.common.interceptors import to_status
 from services.common.unimplemented import not_yet
 from services.consent.async_checks import AsyncChecks
 from services.consent.domain.purposes import Channel, LawfulBasis, Purpose
@@ -227,6 +228,25 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
         current_caller().require_purpose(purpose_id)
         at = protos.millis(request.read_time) if request.HasField("read_time") else None
         return self._result(*await self.checks.check(subject, purpose_id, channel_of(request.channel), at))
+
+    async def StreamCheckConsent(self, requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Each request checked in turn as CheckConsent checks the present, on the event loop. A
+        request that cannot be checked is answered with its error; the stream goes on."""
+        caller = current_caller()
+        async for request in requests:
+            violations: list[FieldViolation] = []
+            subject = _collect(violations, lambda r=request: protos.parse_subject(r.subject))
+            purpose_id = _collect(violations, lambda r=request: purpose_id_of(r.purpose))
+            channel = _collect(violations, lambda r=request: channel_of(r.channel))
+            try:
+                if violations:
+                    raise InvalidArgument(violations)
+                caller.require_purpose(purpose_id)
+                answer = await self.checks.check(subject, purpose_id, channel, None)
+            except TesseraError as exc:
+                yield pb.StreamCheckConsentResponse(error=to_status(exc))
+                continue
+            yield pb.StreamCheckConsentResponse(result=self._result(*answer))
 
     def BatchCheckConsent(self, request: pb.BatchCheckConsentRequest, context: grpc.ServicerContext
                           ) -> pb.BatchCheckConsentResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import queue
 import time
 
 import grpc
@@ -21,7 +22,7 @@ from services.consent.app import build_consent
 from services.consent.async_checks import AsyncChecks
 from services.consent.domain.receipts import Receipt, verify_receipt
 from tests.conftest import Stack
-from tests.helpers import error_details
+from tests.helpers import error_details, status_details
 
 NOTICE = "Wir senden Ihnen unseren Newsletter. Widerruf jederzeit möglich."
 PROV = cpb.Provenance(source_system="webshop", collection_method=cpb.COLLECTION_METHOD_WEB_FORM,
@@ -257,6 +258,19 @@ def test_callers_may_only_check_the_purposes_their_policy_names(tmp_path, graph_
                                  metadata=[("x-tessera-caller", "stranger")])
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error_details(err.value)[0] == "UNKNOWN_CALLER"
+        # On a stream the caller's policy holds per request; an unknown caller gets no stream.
+        answers = list(consent.StreamCheckConsent(iter([
+            cpb.StreamCheckConsentRequest(subject=acct("webshop", "P1"), purpose=NEWS),
+            cpb.StreamCheckConsentRequest(subject=acct("webshop", "P1"), purpose="purposes/sms-marketing"),
+        ]), metadata=allowed))
+        assert answers[0].result.reason == "no_consent_recorded"
+        assert answers[1].error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+        assert status_details(answers[1].error)[0] == "PURPOSE_NOT_ALLOWED_FOR_CALLER"
+        with pytest.raises(grpc.RpcError) as err:
+            list(consent.StreamCheckConsent(iter([cpb.StreamCheckConsentRequest(subject=acct("webshop", "P1"),
+                                                                                purpose=NEWS)]),
+                                            metadata=[("x-tessera-caller", "stranger")]))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         stack.stop()
 
@@ -437,3 +451,61 @@ def test_a_check_that_asks_identity_is_one_trace_across_both_services(identity, 
     assert sum(s.context.trace_id == batch.context.trace_id and s.parent.span_id == batch.context.span_id
                for s in resolves) == 2
     assert len(resolves) == 3
+
+
+def stream_request(subject, purpose=NEWS, channel=cpb.CHANNEL_UNSPECIFIED) -> cpb.StreamCheckConsentRequest:
+    return cpb.StreamCheckConsentRequest(subject=subject, purpose=purpose, channel=channel)
+
+
+def test_a_check_stream_answers_every_request_in_order_as_check_consent_does(identity, consent):
+    link(identity, "webshop", "K1", "kai@example.org", given="Kai")
+    link(identity, "newsletter", "K2", "kai@example.org", given="Kai")
+    grant(consent, acct("webshop", "K1"), channel=cpb.CHANNEL_EMAIL)
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("app", "K9"), purpose=NEWS, provenance=PROV))
+    cases = [(subject, purpose, channel)
+             for subject in (acct("webshop", "K1"), acct("newsletter", "K2"), acct("app", "K9"), acct("app", "none"))
+             for purpose in (NEWS, "purposes/order-fulfilment", "purposes/no-such-purpose")
+             for channel in (cpb.CHANNEL_UNSPECIFIED, cpb.CHANNEL_EMAIL, cpb.CHANNEL_SMS)]
+    answers = list(consent.StreamCheckConsent(iter([stream_request(*case) for case in cases])))
+    assert [a.WhichOneof("outcome") for a in answers] == ["result"] * len(cases)
+    singles = [check(consent, *case) for case in cases]
+    assert [a.result.SerializeToString(deterministic=True) for a in answers] == \
+        [r.SerializeToString(deterministic=True) for r in singles]
+    assert {(r.allowed, r.reason) for r in singles} >= {
+        (True, "consent_granted"), (False, "withdrawn"), (False, "no_consent_recorded"),
+        (True, "lawful_basis:contract"), (False, "unknown_purpose"), (False, "channel_not_allowed_for_purpose")}
+
+
+def test_a_withdrawal_denies_the_next_request_on_an_open_stream(identity, consent):
+    """Read-your-writes on a stream held open: each request sees what was recorded before it."""
+    link(identity, "webshop", "O1", "ola@example.org", given="Ola")
+    grant(consent, acct("webshop", "O1"))
+    requests: queue.Queue = queue.Queue()
+    answers = consent.StreamCheckConsent(iter(requests.get, None))
+    try:
+        requests.put(stream_request(acct("webshop", "O1")))
+        assert next(answers).result.reason == "consent_granted"
+        consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "O1"), purpose=NEWS,
+                                                           provenance=PROV))
+        requests.put(stream_request(acct("webshop", "O1")))
+        assert next(answers).result.reason == "withdrawn"
+        grant(consent, acct("webshop", "O1"))
+        requests.put(stream_request(acct("webshop", "O1")))
+        assert next(answers).result.reason == "consent_granted"
+    finally:
+        requests.put(None)
+    assert list(answers) == []
+
+
+def test_a_bad_request_on_a_stream_gets_its_field_violations_and_the_stream_goes_on(identity, consent):
+    link(identity, "webshop", "B1", "bea@example.org", given="Bea")
+    requests = [stream_request(acct("webshop", "B1")),
+                cpb.StreamCheckConsentRequest(purpose="newsletter", channel=99),
+                stream_request(acct("", "x")),
+                stream_request(acct("webshop", "B1"))]
+    answers = list(consent.StreamCheckConsent(iter(requests)))
+    assert [a.WhichOneof("outcome") for a in answers] == ["result", "error", "error", "result"]
+    assert answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert set(status_details(answers[1].error)[1]) == {"subject", "purpose", "channel"}
+    assert set(status_details(answers[2].error)[1]) == {"subject.account.source"}
+    assert answers[3].result.reason == "no_consent_recorded"
