@@ -177,10 +177,11 @@ class ServerInterceptor(grpc.ServerInterceptor):
         if inspect.isasyncgenfunction(behaviour):  # a response stream on the asyncio server's loop
             async def wrapped_async_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 # The generator runs in its call's task from start to end, so its span can be current.
-                rpc = _Rpc(self, info, context, current_span=True)
+                rpc = _Rpc(self, info, context, current_span=True, streaming=True)
                 try:
                     rpc.admit()
                     async for response in behaviour(request, context):
+                        rpc.responses += 1
                         yield response
                 except asyncio.CancelledError:
                     rpc.code = grpc.StatusCode.CANCELLED
@@ -195,10 +196,12 @@ class ServerInterceptor(grpc.ServerInterceptor):
             return wrapped_async_stream
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            rpc = _Rpc(self, info, context, current_span=False)
+            rpc = _Rpc(self, info, context, current_span=False, streaming=True)
             try:
                 rpc.admit()
-                yield from behaviour(request, context)
+                for response in behaviour(request, context):
+                    rpc.responses += 1
+                    yield response
             except GeneratorExit:
                 rpc.code = grpc.StatusCode.CANCELLED
                 raise
@@ -215,12 +218,15 @@ class _Rpc:
     """The bookkeeping around one RPC. Servicers never call context.abort(): they raise domain
     errors, and `fail` is the one place that turns an error into a status."""
 
-    __slots__ = ("caller_token", "code", "context", "context_token", "info", "owner", "span", "start")
+    __slots__ = ("caller_token", "code", "context", "context_token", "info", "owner", "responses", "span",
+                 "start", "streaming")
 
     def __init__(self, owner: ServerInterceptor, info: _Method, context: grpc.ServicerContext, *,
-                 current_span: bool):
+                 current_span: bool, streaming: bool = False):
         self.owner, self.info, self.context = owner, info, context
         self.code = grpc.StatusCode.OK
+        self.streaming = streaming
+        self.responses = 0  # messages a response stream has sent
         self.start = time.perf_counter()
         # A child of the caller's span when the caller sent its trace context.
         parent = caller_trace(context.invocation_metadata())
@@ -273,12 +279,18 @@ class _Rpc:
     def end(self) -> None:
         elapsed_ms = (time.perf_counter() - self.start) * 1000
         code = self.code
-        self.owner._metrics.duration.record(elapsed_ms, self.info.duration_labels(code))
+        labels = self.info.duration_labels(code)
+        self.owner._metrics.duration.record(elapsed_ms, labels)
+        # A stream's figures are per stream; how many answers it carried says what it did.
+        extra = {}
+        if self.streaming:
+            self.owner._metrics.responses.record(self.responses, labels)
+            extra["responses"] = self.responses
         if code == grpc.StatusCode.OK:
             if logs.info_enabled():
-                log.info("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
+                log.info("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3), **extra)
         else:
-            log.warning("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3))
+            log.warning("rpc", grpc_code=code.name, duration_ms=round(elapsed_ms, 3), **extra)
         if self.caller_token is not None:
             auth.reset_current_caller(self.caller_token)
         structlog.contextvars.unbind_contextvars("rpc_method", "caller")

@@ -26,7 +26,7 @@ SAFE_KEYS = frozenset(
         "purpose", "purpose_id", "purpose_version", "channel", "decision", "reason", "status",
         "model_version", "port", "address", "graph_uri", "attempt", "max_attempts", "error_type",
         "records", "seconds", "sequence", "events", "checked", "valid", "kind", "method",
-        "statement", "pid", "path", "version", "threshold", "source", "stack",
+        "statement", "pid", "path", "version", "threshold", "source", "stack", "responses",
     }
 )
 

@@ -37,6 +37,8 @@ class RpcMetrics:
     def __init__(self, meter: metrics.Meter):
         self.duration = meter.create_histogram("rpc.server.duration", unit="ms",
                                                description="Duration of inbound RPCs")
+        self.responses = meter.create_histogram("rpc.server.responses_per_rpc", unit="{count}",
+                                                description="Messages sent per response stream")
         self._started: dict[str, int] = {}
         self._lock = threading.Lock()  # the synchronous server counts from many threads
         meter.create_observable_counter("rpc.server.started", callbacks=[self._observe_started],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import queue
 import time
 
@@ -497,7 +498,7 @@ def test_a_withdrawal_denies_the_next_request_on_an_open_stream(identity, consen
     assert list(answers) == []
 
 
-def test_a_bad_request_on_a_stream_gets_its_field_violations_and_the_stream_goes_on(identity, consent):
+def test_a_bad_request_on_a_stream_gets_its_field_violations_and_the_stream_goes_on(identity, consent, log_buffer):
     link(identity, "webshop", "B1", "bea@example.org", given="Bea")
     requests = [stream_request(acct("webshop", "B1")),
                 cpb.StreamCheckConsentRequest(purpose="newsletter", channel=99),
@@ -509,3 +510,12 @@ def test_a_bad_request_on_a_stream_gets_its_field_violations_and_the_stream_goes
     assert set(status_details(answers[1].error)[1]) == {"subject", "purpose", "channel"}
     assert set(status_details(answers[2].error)[1]) == {"subject.account.source"}
     assert answers[3].result.reason == "no_consent_recorded"
+    # One access line for the stream, counting its answers (the asyncio server may answer first).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        streams = [line for line in map(json.loads, log_buffer.getvalue().splitlines())
+                   if line.get("event") == "rpc" and line.get("rpc_method", "").endswith("/StreamCheckConsent")]
+        if streams:
+            break
+        time.sleep(0.01)
+    assert [(line["grpc_code"], line["responses"]) for line in streams] == [("OK", 4)]
