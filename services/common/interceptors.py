@@ -282,7 +282,7 @@ class _Rpc:
         labels = self.info.duration_labels(code)
         self.owner._metrics.duration.record(elapsed_ms, labels)
         # A stream's figures are per stream; how many answers it carried says what it did.
-        extra = {}
+        extra: dict[str, int] = {}
         if self.streaming:
             self.owner._metrics.responses.record(self.responses, labels)
             extra["responses"] = self.responses
