@@ -402,27 +402,20 @@ class IdentityService:
         return out
 
     def _resolutions(self, person_ids: list[str]) -> dict[str, Resolution]:
-        merged = self.store.merged_into_persons(person_ids)
         out: dict[str, Resolution] = {}
-        for row in self.store.person_references(person_ids):
-            pid = row["person_id"]
-            res = out.get(pid)
-            if res is None:
-                res = out[pid] = Resolution(RESOLVED, PersonView(
-                    person_id=pid, created_at=int(row["created_at"] or 0), updated_at=int(row["updated_at"] or 0),
-                    account_count=0, merged_persons=sorted(merged.get(pid, []))))
-            if row["account_id"] is None:
-                continue
-            assert res.person is not None
-            res.person.account_count += 1
-            method = row["method"] or ""
-            res.accounts[row["account_id"]] = method
-            strength = METHOD_STRENGTH.get(method, 0)
+        for scope in self.store.person_scopes(person_ids):
+            res = out[scope.person_id] = Resolution(RESOLVED, PersonView(
+                person_id=scope.person_id, created_at=scope.created_at, updated_at=scope.updated_at,
+                account_count=len(scope.accounts), merged_persons=sorted(scope.merged)))
             identifiers = res.identifiers
-            for token in row["identifiers"] or ():
-                held = identifiers.get(token)
-                if held is None or strength > METHOD_STRENGTH.get(held, 0):
-                    identifiers[token] = method
+            for account_id, method, tokens in scope.accounts:
+                method = method or ""
+                res.accounts[account_id] = method
+                strength = METHOD_STRENGTH.get(method, 0)
+                for token in tokens:
+                    held = identifiers.get(token)
+                    if held is None or strength > METHOD_STRENGTH.get(held, 0):
+                        identifiers[token] = method
         return out
 
     def _normalise_identifier(self, kind: str, raw_value: str) -> str:

@@ -362,26 +362,30 @@ PERSONS_OF_ACCOUNTS = cypher(
     """,
 )
 
-PERSON_REFERENCES = cypher(
-    "identity.person_references",
+@dataclass(frozen=True)
+class PersonScope:
+    """What `IdentityStore.person_scopes` reads of one person."""
+
+    person_id: str
+    created_at: int
+    updated_at: int
+    merged: list[str]  # the persons merged into it, at any depth
+    accounts: list[tuple[str, str | None, list[str]]]  # (account id, link method, identifier tokens)
+
+
+PERSON_SCOPES = cypher(
+    "identity.person_scopes",
     """
     UNWIND $person_ids AS pid
     MATCH (p:Person {id: pid})
     OPTIONAL MATCH (a:Account)-[b:BELONGS_TO]->(p)
     OPTIONAL MATCH (a)-[:HAS]->(i:Identifier)
     WITH p, a, b, collect(i.token) AS tokens
-    RETURN p.id AS person_id, p.created_at AS created_at, p.updated_at AS updated_at, a.id AS account_id,
-           b.method AS method, reduce(joined = '', t IN tokens | joined + ' ' + t) AS identifiers
-    """,
-)
-
-MERGED_INTO_PERSONS = cypher(
-    "identity.merged_into_persons",
-    """
-    UNWIND $person_ids AS pid
-    MATCH (p:Person {id: pid})
+    WITH p, a.id + ' ' + coalesce(b.method, '-') + reduce(joined = '', t IN tokens | joined + ' ' + t) AS account
+    WITH p, collect(account) AS accounts
     OPTIONAL MATCH (m:Person)-[:MERGED_INTO*1..16]->(p)
-    RETURN pid AS person_id, collect(DISTINCT m.id) AS merged
+    RETURN p.id AS person_id, p.created_at AS created_at, p.updated_at AS updated_at,
+           reduce(joined = '', x IN accounts | joined + ';' + x) AS accounts, collect(DISTINCT m.id) AS merged
     """,
 )
 
@@ -838,21 +842,24 @@ class IdentityStore:
         rows = self.graph.run(PERSONS_OF_ACCOUNTS, {"account_ids": account_ids})
         return {r["account_id"]: r["person_id"] for r in rows}
 
-    def person_references(self, person_ids: list[str]) -> list[dict[str, Any]]:
-        """One row per (person, account) with the account's link method and identifier tokens;
-        a person without accounts gives one row with `account_id` None. The tokens arrive as one
-        string (blind-index tokens are hex, never holding a space): the FalkorDB client parses each
-        returned value in Python, and resolving a batch of subjects reads thousands of them."""
-        rows = self.graph.run(PERSON_REFERENCES, {"person_ids": person_ids}) if person_ids else []
-        for row in rows:
-            row["identifiers"] = (row["identifiers"] or "").split()
-        return rows
-
-    def merged_into_persons(self, person_ids: list[str]) -> dict[str, list[str]]:
+    def person_scopes(self, person_ids: list[str]) -> list[PersonScope]:
+        """Per person: its times, the persons merged into it, and per account the link method and
+        identifier tokens — one row per person, the accounts packed in one string (`;` between
+        accounts, spaces between an account's id, method and tokens: ids and tokens are hex, a
+        method is one word). The FalkorDB client parses each returned value in Python, and
+        resolving a batch of subjects read thousands of them as rows per account."""
         if not person_ids:
-            return {}
-        rows = self.graph.run(MERGED_INTO_PERSONS, {"person_ids": person_ids})
-        return {r["person_id"]: [m for m in r["merged"] if m] for r in rows}
+            return []
+        out = []
+        for row in self.graph.run(PERSON_SCOPES, {"person_ids": person_ids}):
+            accounts = []
+            for packed in (row["accounts"] or "").split(";"):
+                if packed:
+                    account_id, method, *tokens = packed.split(" ")
+                    accounts.append((account_id, None if method == "-" else method, tokens))
+            out.append(PersonScope(row["person_id"], int(row["created_at"] or 0), int(row["updated_at"] or 0),
+                                   [m for m in row["merged"] if m], accounts))
+        return out
 
     def accounts_with_keys(self, account_ids: list[str]) -> list[dict[str, Any]]:
         return self.graph.run(ACCOUNTS_WITH_KEYS, {"account_ids": account_ids})
