@@ -87,6 +87,7 @@ RESOLVED = "resolved"
 NOT_FOUND = "not_found"
 AMBIGUOUS = "ambiguous"
 # Which link an identifier held by several accounts of one person reports: the strongest.
+PERSON_CHUNK = 1000  # persons per store read when bulk linking looks up decisions and identifiers
 METHOD_STRENGTH = {METHOD_MANUAL: 3, METHOD_DETERMINISTIC: 2, METHOD_NEW: 2, METHOD_PROBABILISTIC: 1}
 
 
@@ -447,10 +448,10 @@ class IdentityService:
         ids = sorted({v.person_id for v in views})
         if len(ids) == 1:
             return views[0]
-        blocked = self.store.cannot_link_between_persons(ids)
+        blocked = sorted(pair for pair in self.store.cannot_link_pairs(ids) if set(pair) <= set(ids))
         if blocked:
             raise FailedPrecondition("a cannot-link decision forbids merging these persons",
-                                     reason="CANNOT_LINK", metadata={"persons": ",".join(sorted(blocked[0]))})
+                                     reason="CANNOT_LINK", metadata={"persons": ",".join(blocked[0])})
         survivor = min((v for v in views if v.person_id in ids), key=lambda v: (v.created_at, v.person_id))
         self.store.merge_persons(survivor.person_id, [i for i in ids if i != survivor.person_id], now_ms(),
                                  reason=reason or "manual_merge", method=METHOD_MANUAL)
@@ -462,6 +463,8 @@ class IdentityService:
         account_ids = [self.account_id(s, e) for s, e in accounts]
         new_id = (hashlib.sha256(f"split:{request_id}".encode()).hexdigest()[:32] if request_id
                   else uuid.uuid4().hex)
+        fingerprint = hashlib.sha256("\x00".join([person.person_id, *sorted(set(account_ids))]).encode()).hexdigest()
+        self._check_split_request(new_id, person.person_id, fingerprint)
         owners = {r["account_id"]: r["person_id"] for r in self.store.accounts_with_keys(account_ids)}
         missing = [i for i, aid in enumerate(account_ids) if owners.get(aid) not in (person.person_id, new_id)]
         if missing:
@@ -469,21 +472,40 @@ class IdentityService:
                                    for i in missing])
         if all(owners[aid] == new_id for aid in account_ids):
             return self.get_person(person.person_id), self.get_person(new_id)
-        if len([a for a in account_ids if owners[a] == person.person_id]) >= person.account_count:
+        moving = {a for a in account_ids if owners[a] == person.person_id}
+        scopes = self.store.person_scopes([person.person_id])
+        remaining = sorted({a for a, _m, _t in (scopes[0].accounts if scopes else [])} - moving)
+        if not remaining:
             raise FailedPrecondition("a split must leave at least one account with the person",
                                      reason="SPLIT_WOULD_EMPTY_PERSON")
-        now = now_ms()
-        self.store.split_person(person.person_id, new_id, account_ids, now, reason or "manual_split")
-        # The accounts that left must never silently rejoin: record cannot-link decisions.
-        remaining = [a.account_id for a in self.list_accounts(person.person_id, "", 1000)]
-        for moved in account_ids:
+        # The accounts that leave must never silently rejoin: cannot-link decisions against every
+        # account that stays, written with the move.
+        decisions = []
+        for moved in sorted(moving):
             for stay in remaining:
-                self._record_decision("cannot_link", moved, stay, reason or "manual_split", "split")
+                lo, hi = sorted((moved, stay))
+                decisions.append({"id": decision_id("cannot_link", lo, hi), "a": lo, "b": hi})
+        done = self.store.split_person(person.person_id, new_id, sorted(moving), now_ms(), reason or "manual_split",
+                                       fingerprint=fingerprint, decisions=decisions)
+        if done is None:
+            self._check_split_request(new_id, person.person_id, fingerprint)  # a concurrent reuse
+        for decision in decisions:
+            self.store.resolve_review(pair_id(decision["a"], decision["b"]))
         return self.get_person(person.person_id), self.get_person(new_id)
+
+    def _check_split_request(self, new_id: str, person_id: str, fingerprint: str) -> None:
+        """A request id names one split: of this person, these accounts."""
+        origin = self.store.split_origin(new_id)
+        if origin is None:
+            return
+        if origin["fingerprint"] != fingerprint and not (origin["fingerprint"] is None
+                                                          and origin["split_from"] == person_id):
+            raise FailedPrecondition("request_id was already used for a different split",
+                                     reason="REQUEST_ID_REUSED")
 
     def _record_decision(self, kind: str, a: str, b: str, reason: str, author: str) -> dict[str, Any]:
         lo, hi = sorted((a, b))
-        row = self.store.record_decision(id=hashlib.sha256(f"{kind}:{lo}:{hi}".encode()).hexdigest()[:32],
+        row = self.store.record_decision(id=decision_id(kind, lo, hi),
                                          kind=kind, a=lo, b=hi, reason=reason, author=author, now=now_ms())
         if row is None:
             raise NotFound("both accounts must exist", reason="ACCOUNT_NOT_FOUND")
@@ -627,10 +649,12 @@ class IdentityService:
                 person_id=row["person_id"], created_at=row["person_created_at"], method=METHOD_PROBABILISTIC))
             cand.traits.append(guards.Traits.of(row["match"]))
         involved = sorted({x for _p, a, b in edges for x in (a, b)})
+        among = set(involved)
         cannot: set[tuple[str, str]] = set()
-        for start in range(0, len(involved), 1000):
-            chunk = involved[start:start + 1000]
-            cannot.update(self.store.cannot_link_between_persons(chunk))
+        for start in range(0, len(involved), PERSON_CHUNK):
+            chunk = involved[start:start + PERSON_CHUNK]
+            # Pairs reaching beyond the chunk too: their other person may sit in another chunk.
+            cannot.update(pair for pair in self.store.cannot_link_pairs(chunk) if pair[0] in among and pair[1] in among)
             for pid, held in self.store.person_identifiers(chunk).items():
                 persons[pid].identifiers = held
         groups = guards.ConstrainedUnion({pid: persons[pid] for pid in involved}, cannot, self.kind_limits,
@@ -717,3 +741,9 @@ def review_rows_to_refs(service: IdentityService, rows: list[dict[str, Any]]) ->
         refs[account["account_id"]] = (rec.get("source", ""), rec.get("external_id", ""))
     return [{**r, "a": refs.get(r["a"], ("", "")), "b": refs.get(r["b"], ("", ""))} for r in rows
             if r["a"] in refs and r["b"] in refs]
+
+
+def decision_id(kind: str, a: str, b: str) -> str:
+    """One manual decision per kind and pair of accounts, however often it is recorded."""
+    lo, hi = sorted((a, b))
+    return hashlib.sha256(f"{kind}:{lo}:{hi}".encode()).hexdigest()[:32]

@@ -417,11 +417,14 @@ CANNOT_LINK_PERSONS = cypher(
     """,
 )
 
-CANNOT_LINK_BETWEEN_PERSONS = cypher(
-    "identity.cannot_link_between_persons",
+# Every pair a cannot-link decision separates where at least one person is given: a caller that
+# reads its persons in chunks must not lose the pairs whose two persons fall into different chunks.
+CANNOT_LINK_PAIRS = cypher(
+    "identity.cannot_link_pairs",
     """
-    MATCH (p1:Person)<-[:BELONGS_TO]-(x:Account)-[:CANNOT_LINK]-(y:Account)-[:BELONGS_TO]->(p2:Person)
-    WHERE p1.id IN $person_ids AND p2.id IN $person_ids AND p1.id < p2.id
+    UNWIND $person_ids AS pid
+    MATCH (p1:Person {id: pid})<-[:BELONGS_TO]-(:Account)-[:CANNOT_LINK]-(:Account)-[:BELONGS_TO]->(p2:Person)
+    WHERE p1.id <> p2.id
     RETURN DISTINCT p1.id AS a, p2.id AS b
     """,
 )
@@ -560,13 +563,23 @@ MERGE_PERSONS = cypher(
     write=True,
 )
 
+# A split moves the accounts and records the cannot-link decisions that keep them apart in one
+# statement: a crash between the two would leave a split that the next link of a moved account
+# undoes. The new person's id comes from the request id; `split_fingerprint` (the person and the
+# accounts asked for) makes a retry of the same request a no-op and a reused request id, naming
+# another person or other accounts, write nothing (persons split before fingerprints existed are
+# matched by the person they were split from).
 SPLIT_PERSON = cypher(
     "identity.split_person",
     """
     MATCH (p:Person {id: $person_id})
     WHERE p.merged_into IS NULL
+    OPTIONAL MATCH (prior:Person {id: $new_person_id})
+    WITH p, prior
+    WHERE prior IS NULL OR prior.split_fingerprint = $fingerprint
+       OR (prior.split_fingerprint IS NULL AND prior.split_from = p.id)
     MERGE (n:Person {id: $new_person_id})
-    ON CREATE SET n.created_at = $now, n.split_from = p.id
+    ON CREATE SET n.created_at = $now, n.split_from = p.id, n.split_fingerprint = $fingerprint
     SET n.updated_at = $now, p.updated_at = $now
     WITH p, n
     UNWIND $account_ids AS account_id
@@ -575,6 +588,15 @@ SPLIT_PERSON = cypher(
     ON CREATE SET nr.method = 'manual', nr.probability = 1.0, nr.at = $now
     DELETE r
     WITH p, n, collect(a.id) AS moved
+    UNWIND CASE WHEN size($decisions) = 0 THEN [null] ELSE $decisions END AS decision
+    OPTIONAL MATCH (x:Account {id: decision.a})
+    OPTIONAL MATCH (y:Account {id: decision.b})
+    FOREACH (ignored IN CASE WHEN x IS NULL OR y IS NULL THEN [] ELSE [1] END |
+      MERGE (d:Decision {id: decision.id})
+      ON CREATE SET d.kind = 'cannot_link', d.a = decision.a, d.b = decision.b, d.reason = $reason,
+                    d.author = 'split', d.at = $now
+      MERGE (x)-[:CANNOT_LINK]->(y))
+    WITH DISTINCT p, n, moved
     MERGE (c:Counter {name: 'person_changes'})
     SET c.value = coalesce(c.value, 0) + 1
     CREATE (e:PersonChange {seq: c.value, kind: 'split', person: p.id, related: [n.id], accounts: moved,
@@ -582,6 +604,11 @@ SPLIT_PERSON = cypher(
     RETURN e.seq AS seq, moved
     """,
     write=True,
+)
+
+SPLIT_FINGERPRINT = cypher(
+    "identity.split_fingerprint",
+    "MATCH (n:Person {id: $person_id}) RETURN n.split_fingerprint AS fingerprint, n.split_from AS split_from",
 )
 
 CHANGES_AFTER = cypher(
@@ -870,9 +897,13 @@ class IdentityStore:
         rows = self.graph.run(CANNOT_LINK_PERSONS, {"account_ids": account_ids, "person_ids": person_ids})
         return {r["person_id"] for r in rows}
 
-    def cannot_link_between_persons(self, person_ids: list[str]) -> list[tuple[str, str]]:
-        rows = self.graph.run(CANNOT_LINK_BETWEEN_PERSONS, {"person_ids": person_ids})
-        return [(r["a"], r["b"]) for r in rows]
+    def cannot_link_pairs(self, person_ids: list[str]) -> set[tuple[str, str]]:
+        """(lower id, higher id) of every pair of persons a cannot-link decision separates, where
+        at least one of the two is in `person_ids`."""
+        if not person_ids:
+            return set()
+        rows = self.graph.run(CANNOT_LINK_PAIRS, {"person_ids": person_ids})
+        return {(r["a"], r["b"]) if r["a"] < r["b"] else (r["b"], r["a"]) for r in rows}
 
     def record_decision(self, **params: Any) -> dict[str, Any] | None:
         rows = self.graph.run(RECORD_DECISION, params)
@@ -914,10 +945,18 @@ class IdentityStore:
                                               "reason": reason, "method": method})
         return rows[0] if rows else None
 
-    def split_person(self, person_id: str, new_person_id: str, account_ids: list[str], now: int,
-                     reason: str) -> dict[str, Any] | None:
+    def split_person(self, person_id: str, new_person_id: str, account_ids: list[str], now: int, reason: str,
+                     *, fingerprint: str, decisions: list[dict[str, str]]) -> dict[str, Any] | None:
+        """Moves the accounts to the new person with the cannot-link `decisions` ({id, a, b}, a < b);
+        None when nothing moved or the new person's id belongs to another split."""
         rows = self.graph.run(SPLIT_PERSON, {"person_id": person_id, "new_person_id": new_person_id,
-                                             "account_ids": account_ids, "now": now, "reason": reason})
+                                             "account_ids": account_ids, "now": now, "reason": reason,
+                                             "fingerprint": fingerprint, "decisions": decisions})
+        return rows[0] if rows else None
+
+    def split_origin(self, person_id: str) -> dict[str, Any] | None:
+        """The fingerprint and origin of a person made by a split; None for an unknown person."""
+        rows = self.graph.run(SPLIT_FINGERPRINT, {"person_id": person_id})
         return rows[0] if rows else None
 
     def changes_after(self, after: int, limit: int = 500) -> list[dict[str, Any]]:

@@ -154,6 +154,35 @@ def test_merge_and_split_round_trip_keeps_stable_ids(stub):
     assert pb.PersonChange.KIND_SPLIT in kinds
 
 
+def test_a_split_writes_its_cannot_link_decisions_with_the_move_and_owns_its_request_id(stub):
+    anna = link(stub, "webshop", "sa1", emails=["anna.split@example.org"], given_name="Anna").person
+    link(stub, "app", "sa2", emails=["anna.split@example.org"], given_name="Anna")
+    link(stub, "loyalty", "sa3", emails=["anna.split@example.org"], given_name="Anna")
+    bert = link(stub, "webshop", "sb1", emails=["bert.split@example.org"], given_name="Bert").person
+    link(stub, "app", "sb2", emails=["bert.split@example.org"], given_name="Bert")
+    split = stub.SplitPerson(pb.SplitPersonRequest(name=anna.name, accounts=[ref("app", "sa2")],
+                                                   request_id="shared-request"))
+    # Every account that stayed has a cannot-link decision with the one that left, so re-sending the
+    # moved account's unchanged data, which shares the e-mail, keeps it apart.
+    for stay in (ref("webshop", "sa1"), ref("loyalty", "sa3")):
+        explained = stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref("app", "sa2"), account_b=stay))
+        assert explained.manual_decision.kind == pb.LinkDecision.KIND_CANNOT_LINK
+        assert explained.manual_decision.author == "split"
+    assert link(stub, "app", "sa2", emails=["anna.split@example.org"],
+                given_name="Anna").person.name == split.split_off.name
+    # The same request id for another person's split, or for other accounts, is refused and moves nothing.
+    for person, account in ((bert.name, ref("app", "sb2")), (anna.name, ref("loyalty", "sa3"))):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SplitPerson(pb.SplitPersonRequest(name=person, accounts=[account], request_id="shared-request"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_details(err.value)[0] == "REQUEST_ID_REUSED"
+    assert stub.GetPerson(pb.GetPersonRequest(name=bert.name)).account_count == 2
+    assert stub.GetPerson(pb.GetPersonRequest(name=split.split_off.name)).account_count == 1
+    again = stub.SplitPerson(pb.SplitPersonRequest(name=anna.name, accounts=[ref("app", "sa2")],
+                                                   request_id="shared-request"))
+    assert again.split_off.name == split.split_off.name  # the same request again: nothing new
+
+
 def _changes(stub):
     out = []
     stream = stub.WatchPersonChanges(pb.WatchPersonChangesRequest(after_sequence=0))

@@ -208,3 +208,19 @@ def test_review_pairs_are_updated_in_place_or_created_once(store):
     rows = [r for r in store.list_review(f"{tag}-", 100) if r["id"].startswith(tag)]
     assert [(r["id"], r["probability"], r["created_at"]) for r in rows] == [
         (f"{tag}-1", 0.7, 1000), (f"{tag}-2", 0.65, 2000)]
+
+
+def test_cannot_link_pairs_reach_persons_outside_the_ones_asked_about(store):
+    """Bulk linking reads decisions a chunk of persons at a time: a pair whose other person is in
+    another chunk must still be reported, or a relink would merge what a split kept apart."""
+    tag = uuid.uuid4().hex
+    a = _account(store, f"{tag}-a", person=f"{tag}-p1", identifiers=[], blocks=[])
+    b = _account(store, f"{tag}-b", person=f"{tag}-p2", identifiers=[], blocks=[])
+    _account(store, f"{tag}-c", person=f"{tag}-p3", identifiers=[], blocks=[])
+    store.record_decision(id=f"{tag}-d", kind="cannot_link", a=b["account_id"], b=a["account_id"], reason="r",
+                          author="t", now=1)
+    pair = (f"{tag}-p1", f"{tag}-p2")
+    assert store.cannot_link_pairs([f"{tag}-p2"]) == {pair}  # ordered, whichever way the edge points
+    assert store.cannot_link_pairs([f"{tag}-p1", f"{tag}-p3"]) == {pair}
+    assert store.cannot_link_pairs([f"{tag}-p3"]) == set()
+    assert store.cannot_link_pairs([]) == set()
