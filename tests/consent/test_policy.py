@@ -325,3 +325,20 @@ def test_stored_records_and_objects_with_the_same_fields_decide_alike():
     assert (alias.allowed, alias.deciding_event_id, alias.expires_at_ms) == (True, "alias", NOW + 99)
     assert check([{**aliased, "purpose_id": "another-purpose"}]).reason == "no_consent_recorded"
     assert check([aliased], channel="push").reason == "channel_not_allowed_for_purpose"
+
+
+def test_lifting_a_restriction_on_one_channel_lifts_that_channel_only():
+    p = purpose(LawfulBasis.LEGITIMATE_INTERESTS)
+    email, sms = ev("restriction", "account:a", channel="email"), ev("restriction", "account:a", channel="sms")
+    sms_lifted = ev("restriction_lifted", "account:a", channel="sms")
+    events = [email, sms, sms_lifted]
+    assert check(events, p=p, channel="sms").allowed
+    assert (check(events, p=p, channel="email").reason, check(events, p=p).reason) == ("restricted", "restricted")
+    assert check(events, p=p).deciding_event_id == email["event_id"]
+    # Restricted as a whole, lifted for e-mail: the purpose as a whole and sms stay restricted.
+    everything = ev("restriction", "account:a")
+    events = [everything, ev("restriction_lifted", "account:a", channel="email")]
+    assert check(events, p=p, channel="email").allowed
+    assert (check(events, p=p, channel="sms").reason, check(events, p=p).reason) == ("restricted", "restricted")
+    # A lift without a channel ends them all.
+    assert check([email, sms, everything, ev("restriction_lifted", "account:a")], p=p).allowed

@@ -6,7 +6,8 @@ accounts, and the person's accounts with the assurance of each link. Default den
 1. Unknown purpose → ``unknown_purpose``; no accounts → ``unknown_subject``; a channel the purpose
    does not use → ``channel_not_allowed_for_purpose``.
 2. Restriction of processing (Art. 18) recorded on *any* account of the person denies under every
-   lawful basis (``restricted``) until a later ``restriction_lifted`` on that same account. Storage
+   lawful basis (``restricted``) until a later ``restriction_lifted`` on that same account (a lift
+   for one channel ends that channel's restriction only). Storage
    stays lawful (Art. 18(2)); the other Art. 18(2) exceptions (legal claims, rights of others,
    important public interest) are case-by-case decisions outside this check.
 3. Objection (Art. 21) on any account denies (``objection``) under legitimate interests and public
@@ -180,11 +181,18 @@ def decide(
     def grant_counts(e: _Event) -> bool:
         return e.channel is None or e.channel == channel
 
-    # 2. restriction, anywhere on the person
+    # 2. restriction, anywhere on the person. A lift ends the restrictions of its own channel (all,
+    # without one), so the purpose as a whole is restricted while any channel an event names — or
+    # the purpose without a channel — still is.
     for ref_events in by_ref.values():
-        latest = _latest([e for e in ref_events if restrictive_sees(e)], _RESTRICTION_KINDS)
-        if latest and latest.kind == RESTRICTION:
-            return Decision(False, "restricted", basis, latest.event_id, version)
+        restrictions = [e for e in ref_events if e.kind in _RESTRICTION_KINDS]
+        if not restrictions:
+            continue
+        views = [channel] if channel is not None else [None, *{e.channel for e in restrictions} - {None}]
+        for view in views:
+            latest = _latest([e for e in restrictions if e.channel is None or e.channel == view], _RESTRICTION_KINDS)
+            if latest and latest.kind == RESTRICTION:
+                return Decision(False, "restricted", basis, latest.event_id, version)
     # 3. objection, anywhere on the person, lifted by a later grant on that account
     if basis in OBJECTION_STOPS:
         for ref_events in by_ref.values():
