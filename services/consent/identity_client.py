@@ -58,14 +58,15 @@ class IdentityScopes:
         out: list[Scope | None] = []
         for start in range(0, len(subjects), BATCH):
             chunk = subjects[start:start + BATCH]
-            targets = [self._target(s) for s in chunk]  # validates identifiers before identity sees them
+            targets = [self.target(s) for s in chunk]  # validates identifiers before identity sees them
             request = ipb.BatchResolveSubjectsRequest(subjects=[protos.subject_to_proto(s) for s in chunk])
             response = self._call(self.stub.BatchResolveSubjects, request)
             for subject, target, resolution in zip(chunk, targets, response.resolutions, strict=True):
                 out.append(self._scope_of(subject, target, resolution))
         return out
 
-    def _target(self, subject: SubjectRef) -> str:
+    def target(self, subject: SubjectRef) -> str:
+        """The ref a decision about `subject` is recorded on; no identity call."""
         if subject.person_id:
             return f"person:{subject.person_id}"
         if subject.account:

@@ -71,6 +71,16 @@ class IdentityPort(Protocol):
         """Like `scope` for many subjects at once; None for a person identity does not know."""
         ...
 
+    def target(self, subject: SubjectRef) -> str:
+        """The ref a decision about `subject` is recorded on (what `scope(subject).target` is),
+        without asking identity."""
+        ...
+
+
+# How far ahead of this service's clock a decision's time may be (a till's clock running fast); it
+# takes effect when recorded.
+CLOCK_SKEW_MS = 5 * 60 * 1000
+
 
 @dataclass
 class Provenance:
@@ -259,7 +269,7 @@ class ConsentService:
         if request_id:
             existing = self.store.event_by_request(request_id)
             if existing is not None:
-                return self._replay(existing, purpose_id, kind)
+                return self._replay(existing, subject, purpose_id, channel, kind)
         try:
             purpose = self.get_purpose(purpose_id)
         except NotFound as exc:
@@ -269,6 +279,10 @@ class ConsentService:
         if purpose_version and not 1 <= purpose_version <= purpose.version:
             raise InvalidArgument.single("purpose_version", f"purpose has versions 1..{purpose.version}")
         now = self.clock()
+        if prov.decision_at_ms is not None and prov.decision_at_ms > now + CLOCK_SKEW_MS:
+            # Events are ordered by when they took effect: a decision stamped ahead would not count
+            # until then, and a grant stamped ahead would later override a real withdrawal.
+            raise InvalidArgument.single("provenance.decision_time", "must not be in the future")
         if expires_at_ms is not None and expires_at_ms <= now:
             raise InvalidArgument.single("expire_time", "must be in the future")
         if expires_at_ms is not None and kind != policy.GRANT:
@@ -281,7 +295,7 @@ class ConsentService:
         draft = {
             "event_id": uuid.uuid4().hex, "kind": kind, "subject_ref": scope.target, "person_id": scope.person_id,
             "purpose_id": purpose_id, "purpose_version": purpose_version or purpose.version, "channel": channel,
-            "recorded_at": now, "effective_at": prov.decision_at_ms or now, "expires_at": expires_at_ms,
+            "recorded_at": now, "effective_at": min(prov.decision_at_ms or now, now), "expires_at": expires_at_ms,
             "source_system": prov.source_system, "collection_method": prov.collection_method,
             "notice_version": prov.notice_version, "notice_sha256": prov.notice_sha256,
             "evidence_ref": hashlib.sha256(prov.evidence_ref.encode()).hexdigest() if prov.evidence_ref else None,
@@ -295,12 +309,19 @@ class ConsentService:
                 log.info("consent_recorded", kind=kind, purpose=purpose_id, sequence=event["seq"])
                 return Recorded(event, self.receipt_for(event), subject)
             if request_id and (existing := self.store.event_by_request(request_id)) is not None:
-                return self._replay(existing, purpose_id, kind)
+                return self._replay(existing, subject, purpose_id, channel, kind)
             time.sleep(0.001 * (_attempt + 1))
         raise Aborted("the ledger is busy; retry", reason="LEDGER_CONTENTION")
 
-    def _replay(self, existing: dict[str, Any], purpose_id: str, kind: str) -> Recorded:
-        if existing.get("purpose_id") != purpose_id or existing.get("kind") != kind:
+    def _replay(self, existing: dict[str, Any], subject: SubjectRef, purpose_id: str, channel: str | None,
+                kind: str) -> Recorded:
+        """The event a request id already recorded — if it recorded this very decision: request ids
+        are global, and two source systems numbering their requests alike must not have the second
+        one's decision silently dropped."""
+        same = (existing.get("purpose_id") == purpose_id and existing.get("kind") == kind
+                and (existing.get("channel") or None) == channel
+                and existing.get("subject_ref") == self.identity.target(subject))
+        if not same:
             raise FailedPrecondition("request_id was already used for a different decision",
                                      reason="REQUEST_ID_REUSED")
         return Recorded(existing, self.receipt_for(existing), replayed=True)

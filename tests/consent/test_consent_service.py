@@ -174,6 +174,35 @@ def test_idempotent_on_request_id(identity, consent):
     assert first.name == again.name
     assert first.sequence == again.sequence
     assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 1
+    # The same request id for another subject or channel is another decision: refused, not dropped.
+    link(identity, "webshop", "I2")
+    others = ((acct("webshop", "I2"), cpb.CHANNEL_UNSPECIFIED), (acct("webshop", "I1"), cpb.CHANNEL_EMAIL))
+    for subject, channel in others:
+        with pytest.raises(grpc.RpcError) as err:
+            grant(consent, subject, channel=channel, request_id="req-1")
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_details(err.value)[0] == "REQUEST_ID_REUSED"
+    assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 1
+
+
+def test_a_decision_time_ahead_of_the_clock_is_refused_or_takes_effect_when_recorded(identity, consent):
+    import time
+
+    link(identity, "webshop", "T1")
+    grant(consent, acct("webshop", "T1"))
+    ahead = cpb.Provenance()
+    ahead.CopyFrom(PROV)
+    ahead.decision_time.FromMilliseconds(int(time.time() * 1000) + 3_600_000)
+    with pytest.raises(grpc.RpcError) as err:
+        consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "T1"), purpose=NEWS,
+                                                           provenance=ahead))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error_details(err.value)[1]) == {"provenance.decision_time"}
+    # A till's clock a minute fast: accepted, and in force at once.
+    ahead.decision_time.FromMilliseconds(int(time.time() * 1000) + 60_000)
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "T1"), purpose=NEWS,
+                                                       provenance=ahead))
+    assert check(consent, acct("webshop", "T1")).reason == "withdrawn"
 
 
 def test_bad_input_is_rejected_with_field_violations_and_nothing_stored(identity, consent):
