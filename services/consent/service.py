@@ -337,7 +337,10 @@ class ConsentService:
         if missing:
             resolved = dict(zip(missing, self.identity.scopes(missing), strict=True))
             for subject, scope in resolved.items():
-                if scope is not None:
+                # Only scopes of persons: an account identity does not know yet stands alone, and
+                # once it is linked (which identity's change stream does not announce) it must
+                # see its person's decisions at once.
+                if scope is not None and scope.person_id:
                     self.cache.put(subject, scope)
             found = [hit if hit is not None else resolved[s] for s, hit in zip(subjects, found, strict=True)]
         return found

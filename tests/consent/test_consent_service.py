@@ -156,6 +156,16 @@ def _eventually(condition, timeout: float = 3.0) -> None:
         time.sleep(0.05)
 
 
+def test_an_account_checked_before_identity_knew_it_sees_its_person_once_linked(identity, consent):
+    link(identity, "webshop", "U1", email="uta@example.org")
+    grant(consent, acct("app", "U7"))  # identity does not know the app account yet
+    assert check(consent, acct("app", "U7")).allowed
+    link(identity, "app", "U7", email="uta@example.org")  # now one person with U1; no change is announced
+    consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "U1"), purpose=NEWS, provenance=PROV))
+    after = check(consent, acct("app", "U7"))
+    assert (after.allowed, after.reason) == (False, "withdrawn")
+
+
 def test_receipts_verify_with_the_published_key(identity, consent):
     link(identity, "webshop", "R1")
     record = grant(consent, acct("webshop", "R1"))
