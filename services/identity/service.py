@@ -683,11 +683,20 @@ class IdentityService:
                 time.sleep(poll_seconds)
 
     def delete_person(self, person_id: str) -> list[str]:
+        """Erases a person: its accounts' data keys first (what the graph still holds of them is
+        unreadable from then on, and a retry after a crash finds the person and finishes), then
+        in one statement its accounts, the persons merged into it, the manual decisions and review
+        items naming its accounts (a decision's reason is free text), with suppression of its
+        identifiers; then identifiers and blocking keys nobody else holds."""
         person = self.get_person(person_id)
+        scopes = self.store.person_scopes([person.person_id])
+        listed = [a for a, _m, _t in scopes[0].accounts] if scopes else []
+        self.keys.destroy([f"account:{a}" for a in listed])
         result = self.store.delete_person(person.person_id, now_ms())
         if result is None:
             return []
-        self.keys.destroy([f"account:{a}" for a in result["account_ids"]])
+        if late := sorted(set(result["account_ids"]) - set(listed)):  # linked meanwhile
+            self.keys.destroy([f"account:{a}" for a in late])
         self.store.delete_orphans([*result["identifier_tokens"], *result["block_tokens"]])
         log.info("person_erased", person_id=person.person_id, count=len(result["account_ids"]))
         return list(result["account_ids"])

@@ -636,6 +636,14 @@ DELETE_PERSON = cypher(
          collect(DISTINCT k.token) AS block_tokens
     FOREACH (token IN identifier_tokens + [a IN accounts | a.id] | MERGE (:Suppression {token: token}))
     WITH p, absorbed, accounts, identifier_tokens, block_tokens, [a IN accounts | a.id] AS account_ids
+    OPTIONAL MATCH (d:Decision)
+    WHERE d.a IN account_ids OR d.b IN account_ids
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, collect(DISTINCT d) AS decisions
+    OPTIONAL MATCH (r:ReviewPair)
+    WHERE r.a IN account_ids OR r.b IN account_ids
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, decisions,
+         collect(DISTINCT r) AS reviews
+    FOREACH (note IN decisions + reviews | DELETE note)
     FOREACH (a IN accounts | DETACH DELETE a)
     FOREACH (x IN absorbed | DETACH DELETE x)
     DETACH DELETE p

@@ -398,3 +398,37 @@ def test_jan_and_jana_on_one_landline_stay_two_people_once_the_model_knows_both_
                                                          account_b=ref("loyalty", "fam-jana")))
     assert not explained.same_person
     assert "guard:conflicting_given_name" in explained.rules
+
+
+def test_erasure_removes_the_person_its_keys_decisions_and_review_items(stub, graph):
+    from services.common.graph.statements import cypher
+
+    eva = link(stub, "webshop", "er1", emails=["eva.erase@example.org"], given_name="Eva").person
+    link(stub, "app", "er2", emails=["eva.erase@example.org"], given_name="Eva")
+    other = link(stub, "webshop", "er3", emails=["ida.keep@example.org"], given_name="Ida").person
+    link(stub, "app", "er4", emails=["ida.keep@example.org"], given_name="Ida")
+    stub.CreateLinkDecision(pb.CreateLinkDecisionRequest(decision=pb.LinkDecision(
+        kind=pb.LinkDecision.KIND_CANNOT_LINK, account_a=ref("webshop", "er1"), account_b=ref("webshop", "er3"),
+        reason="Eva Erase is Ida's sister, born 1990")))
+    accounts = cypher("test.accounts_of", "MATCH (a:Account)-[:BELONGS_TO]->(:Person {id: $p}) RETURN a.id AS id")
+    eva_accounts = sorted(r["id"] for r in graph.run(accounts, {"p": eva.name.removeprefix("persons/")}))
+    ida_accounts = sorted(r["id"] for r in graph.run(accounts, {"p": other.name.removeprefix("persons/")}))
+    store = IdentityStore(graph)
+    store.put_review([{"id": pair_id(eva_accounts[0], ida_accounts[0]), "a": eva_accounts[0], "b": ida_accounts[0],
+                       "probability": 0.8},
+                      {"id": pair_id(*ida_accounts), "a": ida_accounts[0], "b": ida_accounts[1], "probability": 0.7}],
+                     1)
+    keys = cypher("test.keys", "MATCH (k:SubjectKey) WHERE k.subject IN $s RETURN k.subject AS s")
+    assert len(graph.run(keys, {"s": [f"account:{a}" for a in eva_accounts]})) == 2
+
+    stub.DeletePerson(pb.DeletePersonRequest(name=eva.name))
+
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetPerson(pb.GetPersonRequest(name=eva.name))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert graph.run(keys, {"s": [f"account:{a}" for a in eva_accounts]}) == []
+    notes = cypher("test.notes", "MATCH (n) WHERE n:Decision OR n:ReviewPair RETURN n.a AS a, n.b AS b")
+    left = graph.run(notes, {})
+    assert all(row["a"] not in eva_accounts and row["b"] not in eva_accounts for row in left)
+    assert {(row["a"], row["b"]) for row in left} == {tuple(ida_accounts)}  # the other person's review item stays
+    assert stub.GetPerson(pb.GetPersonRequest(name=other.name)).account_count == 2
