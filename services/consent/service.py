@@ -469,7 +469,8 @@ class ConsentService:
 
     def verify(self, page: int = 10_000) -> ledger.Verification:
         head_seq, head_hash = self.store.ledger_head(ledger.GENESIS)
-        return ledger.verify_entries(self._iterate(head_seq, page), head=(head_seq, head_hash))
+        return ledger.verify_entries(self._iterate(head_seq, page), head=(head_seq, head_hash),
+                                     current_head=lambda: self.store.ledger_head(ledger.GENESIS))
 
     def _iterate(self, head_seq: int, page: int) -> Iterator[ledger.ChainEntry]:
         """Chain entries of every event in sequence windows up to the head, then of anything stored

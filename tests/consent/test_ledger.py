@@ -130,6 +130,21 @@ def test_rewritten_tail_still_fails_against_the_head():
     assert not result.ok
 
 
+def test_events_appended_while_verifying_pass_once_the_head_covers_them():
+    events = chain()
+    read_first = (3, events[2].hash)  # the head when verification began; two events came after
+    assert verify_chain(events, head=read_first, current_head=lambda: (5, events[-1].hash)).ok
+    assert verify_chain(events, head=read_first, current_head=lambda: (6, "appended after the reading")).ok
+    assert not verify_chain(events, head=read_first).ok
+    # Events beyond the head read again are recorded by no head: still a chain longer than its head.
+    result = verify_chain(events, head=read_first, current_head=lambda: (4, events[3].hash))
+    assert (result.ok, "head records 3" in result.reason) == (False, True)
+    # The chain must pass through the first head exactly, and end in the current one's hash.
+    assert not verify_chain(events, head=(3, events[1].hash), current_head=lambda: (5, events[-1].hash)).ok
+    forged = seal({**draft(5), "kind": "deny"}, events[3].hash, 5)
+    assert not verify_chain([*events[:4], forged], head=read_first, current_head=lambda: (5, events[-1].hash)).ok
+
+
 def test_shredded_payload_keeps_the_chain_valid_but_an_altered_one_does_not():
     events = chain()
     shredded = [e.shredded() if e.subject_ref == "webshop:A-2" else e for e in events]

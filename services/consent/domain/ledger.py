@@ -27,7 +27,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from json.encoder import encode_basestring
 from typing import Any
@@ -308,20 +308,36 @@ def unpack_entries(packed: Sequence[str]) -> list[ChainEntry] | None:
 
 
 def verify_chain(events: Iterable[ConsentEvent | Mapping[str, Any]], expected_head: str | None = None, *,
-                 head: tuple[int, str] | None = None) -> VerificationResult:
+                 head: tuple[int, str] | None = None,
+                 current_head: Callable[[], tuple[int, str]] | None = None) -> VerificationResult:
     """Streams through events in sequence order (one pass, constant memory) and reports the first
     problem: an edited event (content or payload no longer matches its hash/digest), a removed or
     reordered one (sequence gap, broken link to the previous hash), and — given the head recorded
     separately, as `expected_head` (hash) or `head` (sequence, hash) — truncation at the end or
-    events beyond the head. A shredded payload (None) is fine: its digest stays in the chain."""
-    return verify_entries(map(chain_entry, events), expected_head, head=head)
+    events beyond the head (see `verify_entries` for a ledger that grows meanwhile). A shredded
+    payload (None) is fine: its digest stays in the chain."""
+    return verify_entries(map(chain_entry, events), expected_head, head=head, current_head=current_head)
+
+
+def _covers(current: tuple[int, str], checked: int, last_hash: str) -> bool:
+    """Whether the head read after verifying covers the `checked` events read (at their end, the
+    hash must be theirs)."""
+    seq, hash_ = current
+    return seq > checked or (seq == checked and hash_ == last_hash)
 
 
 def verify_entries(entries: Iterable[ChainEntry], expected_head: str | None = None, *,
-                   head: tuple[int, str] | None = None) -> VerificationResult:
-    """`verify_chain` over chain entries (`chain_entry` of records, or `unpack_entries`)."""
+                   head: tuple[int, str] | None = None,
+                   current_head: Callable[[], tuple[int, str]] | None = None) -> VerificationResult:
+    """`verify_chain` over chain entries (`chain_entry` of records, or `unpack_entries`).
+
+    `head` is the ledger head read before the entries. A live ledger grows while it is read: with
+    `current_head` (the head read again at the end), events beyond `head` are accepted when the
+    chain passes through `head` exactly and the head has since moved at least as far as them —
+    events beyond the current head are still reported, as a chain longer than its head."""
     sha256 = hashlib.sha256
     prev_hash, expected_seq, checked = GENESIS, 1, 0
+    hash_at_head = GENESIS if head is not None and head[0] == 0 else None
     for seq, link, recorded, payload, digest, body in entries:
         if seq != expected_seq:
             if seq is None or int(seq) != expected_seq:
@@ -335,9 +351,14 @@ def verify_entries(entries: Iterable[ChainEntry], expected_head: str | None = No
         if sha256(body).hexdigest() != recorded:
             return VerificationResult(False, checked, seq, "event content does not match its hash", prev_hash)
         prev_hash, expected_seq, checked = recorded, seq + 1, checked + 1
+        if head is not None and checked == head[0]:
+            hash_at_head = recorded
     if head is not None and (head[0] != checked or head[1] != prev_hash):
-        return VerificationResult(False, checked, min(checked, head[0]) + 1,
-                                  f"ledger ends at sequence {checked} but its head records {head[0]}", prev_hash)
+        grown = (current_head is not None and checked > head[0] and hash_at_head == head[1]
+                 and _covers(current_head(), checked, prev_hash))
+        if not grown:
+            return VerificationResult(False, checked, min(checked, head[0]) + 1,
+                                      f"ledger ends at sequence {checked} but its head records {head[0]}", prev_hash)
     if expected_head is not None and expected_head != prev_hash:
         return VerificationResult(False, checked, checked + 1,
                                   f"ledger ends at sequence {checked} but its recorded head hash differs", prev_hash)
