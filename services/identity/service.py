@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from services.common.crypto import BlindIndex, b64, unb64
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.common.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.common.keystore import SubjectKeys
 from services.common.protos import SubjectRef
 from services.identity.domain import guards
@@ -87,6 +87,7 @@ RESOLVED = "resolved"
 NOT_FOUND = "not_found"
 AMBIGUOUS = "ambiguous"
 # Which link an identifier held by several accounts of one person reports: the strongest.
+LINK_ATTEMPTS = 3  # reads and decisions of one link, when persons change under it
 PERSON_CHUNK = 1000  # persons per store read when bulk linking looks up decisions and identifiers
 METHOD_STRENGTH = {METHOD_MANUAL: 3, METHOD_DETERMINISTIC: 2, METHOD_NEW: 2, METHOD_PROBABILISTIC: 1}
 
@@ -169,6 +170,15 @@ class IdentityService:
         return match, [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
 
     def link(self, raw: dict[str, Any]) -> LinkOutcome:
+        """Links one account (see `_link_once`); again from a fresh read when the person it chose
+        was merged or erased between the read and the write."""
+        for _attempt in range(LINK_ATTEMPTS):
+            outcome = self._link_once(raw)
+            if outcome is not None:
+                return outcome
+        raise Aborted("the person graph changed while the account was linked; retry", reason="CONCURRENT_CHANGE")
+
+    def _link_once(self, raw: dict[str, Any]) -> LinkOutcome | None:
         acc = self.normalise(raw)
         now = now_ms()
         account_id = self.account_id(acc.source, acc.external_id)
@@ -244,12 +254,14 @@ class IdentityService:
             "attrs": b64(cipher.encrypt("account", json.dumps(record))), "now": now, "method": method,
             "probability": probability, "model_version": getattr(self.scorer, "version", "") or "",
             "identifiers": [{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
-            "block_tokens": blocks, "bucket": bucket_of(account_id),
+            "block_tokens": blocks, "bucket": bucket_of(account_id), "new_person": created,
         }
         # A new account's edges are created, not merged; an existing one (or one created since the
         # read) goes through the full upsert, which also removes what the account no longer has.
-        if current is not None or self.store.create_account(**params) is None:
-            self.store.upsert_account(identifier_tokens=list(tokens), **params)
+        # Neither writes when the chosen person was merged or erased since the read.
+        created_now = current is None and self.store.create_account(**params) is not None
+        if not created_now and self.store.upsert_account(identifier_tokens=list(tokens), **params) is None:
+            return None
         merged: list[str] = []
         others = [c.person_id for c in chosen if c.person_id != person_id]
         if others:

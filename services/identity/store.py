@@ -66,9 +66,18 @@ _CREATE_PERSON = """
       CREATE (:Person {id: $person_id, created_at: $now, updated_at: $now}))
 """
 
+# The person an account is written to must be what the link decided on: a new one that does not
+# exist yet, or a live one — not one merged into another or erased since the link read the graph
+# (the write would attach the account to a tombstone, or bring an erased id back). Counted, not
+# tested for null: see CREATE_ACCOUNT on FalkorDB's leading OPTIONAL MATCH.
+_PERSON_AS_DECIDED = "CASE WHEN $new_person THEN held = 0 ELSE held = 1 AND merged = 0 END"
+
 UPSERT_ACCOUNT = cypher(
     "identity.upsert_account",
     """
+    OPTIONAL MATCH (target:Person {id: $person_id})
+    WITH count(target) AS held, count(target.merged_into) AS merged
+    WHERE """ + _PERSON_AS_DECIDED + """
     OPTIONAL MATCH (known:Person {id: $person_id})
     OPTIONAL MATCH (existing:Account {id: $account_id})
     """ + _TOUCH_KNOWN_PERSON + """
@@ -80,6 +89,7 @@ UPSERT_ACCOUNT = cypher(
       CREATE (:Account {id: $account_id, created_at: $now, updated_at: $now, source: $source, ref: $ref,
                         attrs: $attrs, bucket: $bucket}))
     WITH count(*) AS written
+    WHERE written > 0
     MATCH (p:Person {id: $person_id})
     MATCH (a:Account {id: $account_id})
     OPTIONAL MATCH (a)-[old:BELONGS_TO]->(other:Person)
@@ -112,11 +122,13 @@ CREATE_ACCOUNT = cypher(
     "identity.create_account",
     """
     OPTIONAL MATCH (existing:Account {id: $account_id})
-    WITH count(existing) AS found
-    WHERE found = 0
+    OPTIONAL MATCH (target:Person {id: $person_id})
+    WITH count(existing) AS found, count(target) AS held, count(target.merged_into) AS merged
+    WHERE found = 0 AND """ + _PERSON_AS_DECIDED + """
     OPTIONAL MATCH (known:Person {id: $person_id})
     """ + _TOUCH_KNOWN_PERSON + _CREATE_PERSON + """
     WITH count(*) AS written
+    WHERE written > 0
     MATCH (p:Person {id: $person_id})
     CREATE (a:Account {id: $account_id, created_at: $now, updated_at: $now, source: $source, ref: $ref,
                        attrs: $attrs, bucket: $bucket})
@@ -757,12 +769,15 @@ class IdentityStore:
     def ensure_schema(self) -> None:
         self.graph.ensure_schema(SCHEMA)
 
-    def upsert_account(self, **params: Any) -> dict[str, Any]:
-        return self.graph.run(UPSERT_ACCOUNT, _distinct_edges(params))[0]
+    def upsert_account(self, **params: Any) -> dict[str, Any] | None:
+        """UPSERT_ACCOUNT: the account's row; None when its person is not as `new_person` says
+        (merged into another or erased meanwhile, or created meanwhile): nothing was written."""
+        rows = self.graph.run(UPSERT_ACCOUNT, _distinct_edges(params))
+        return rows[0] if rows else None
 
     def create_account(self, **params: Any) -> dict[str, Any] | None:
-        """CREATE_ACCOUNT: the created account's row, or None when the account already existed
-        (nothing was written; use `upsert_account`)."""
+        """CREATE_ACCOUNT: the created account's row, or None when the account already existed or
+        its person is not as `new_person` says (nothing was written; use `upsert_account`)."""
         rows = self.graph.run(CREATE_ACCOUNT, _distinct_edges(params))
         return rows[0] if rows else None
 

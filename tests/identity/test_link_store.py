@@ -28,7 +28,7 @@ def _account(store: IdentityStore, tag: str, *, person: str, identifiers: list[t
         person_id=person, account_id=f"{tag}-account", source="webshop", ref=f"ref {tag}", attrs=attrs, now=1000,
         method="new", probability=1.0, model_version="m1",
         identifiers=[{"token": t, "kind": k, "line_type": ""} for t, k in identifiers], block_tokens=blocks,
-        bucket=7)
+        bucket=7, new_person=store.get_person(person) is None)
     assert row is not None
     return row
 
@@ -98,7 +98,7 @@ def test_create_account_writes_nothing_when_the_account_exists(store):
         person_id=f"{tag}-other", account_id=f"{tag}-account", source="webshop", ref="ref", attrs="second",
         now=2000, method="new", probability=1.0, model_version="m1",
         identifiers=[{"token": f"{tag}-i", "kind": "email", "line_type": ""}], block_tokens=[f"{tag}-b"],
-        bucket=7)
+        bucket=7, new_person=True)
     assert again is None
     assert store.get_person(f"{tag}-other") is None
     rows = store.link_persons([f"{tag}-p"])
@@ -111,7 +111,7 @@ def test_create_account_writes_nothing_when_the_account_exists(store):
     store.upsert_account(
         person_id=f"{tag}-p", account_id=f"{tag}-account", source="webshop", ref="ref", attrs="second", now=3000,
         method="new", probability=1.0, model_version="m1", identifier_tokens=[], identifiers=[], block_tokens=[],
-        bucket=7)
+        bucket=7, new_person=False)
     assert [(r["attrs"], r["identifiers"]) for r in store.link_persons([f"{tag}-p"])] == [("second", [])]
 
 
@@ -153,7 +153,7 @@ def test_link_context_candidates_carry_their_wrapped_data_key(store, graph):
 def test_upsert_creates_what_is_missing_once_and_moves_the_account(store):
     tag = f"{AWKWARD}{uuid.uuid4().hex}"
     params = {"account_id": f"{tag}-account", "source": "webshop", "ref": "ref", "attrs": "v1", "now": 1000,
-              "method": "new", "probability": 1.0, "model_version": "m1", "bucket": 7}
+              "method": "new", "probability": 1.0, "model_version": "m1", "bucket": 7, "new_person": True}
     # Unknown account and person: both created; duplicated tokens yield one node and one edge each.
     row = store.upsert_account(
         person_id=f"{tag}-p1", identifier_tokens=[f"{tag}-i"], **params,
@@ -224,3 +224,24 @@ def test_cannot_link_pairs_reach_persons_outside_the_ones_asked_about(store):
     assert store.cannot_link_pairs([f"{tag}-p1", f"{tag}-p3"]) == {pair}
     assert store.cannot_link_pairs([f"{tag}-p3"]) == set()
     assert store.cannot_link_pairs([]) == set()
+
+
+def test_an_account_is_written_only_to_the_person_the_link_decided_on(store):
+    """Between a link's read and its write the chosen person may be merged into another or erased:
+    the write then changes nothing (the service links again), and a new person's id must be new."""
+    tag = uuid.uuid4().hex
+    _account(store, f"{tag}-old", person=f"{tag}-p0", identifiers=[], blocks=[])
+    _account(store, f"{tag}-young", person=f"{tag}-p1", identifiers=[], blocks=[])
+    params = {"source": "webshop", "ref": "ref", "attrs": "a", "now": 2000, "method": "deterministic",
+              "probability": 1.0, "model_version": "m1", "identifiers": [], "block_tokens": [], "bucket": 7}
+    assert store.create_account(person_id=f"{tag}-p1", account_id=f"{tag}-taken", new_person=True, **params) is None
+    store.merge_persons(f"{tag}-p0", [f"{tag}-p1"], 1500, reason="test")
+    for write in (store.create_account, lambda **kw: store.upsert_account(identifier_tokens=[], **kw)):
+        assert write(person_id=f"{tag}-p1", account_id=f"{tag}-late", new_person=False, **params) is None
+    store.delete_person(f"{tag}-p0", 1600)
+    assert store.upsert_account(person_id=f"{tag}-p0", account_id=f"{tag}-late", identifier_tokens=[],
+                                new_person=False, **params) is None
+    assert store.get_person(f"{tag}-p0") is None  # an erased id is not brought back
+    assert store.link_persons([f"{tag}-p0", f"{tag}-p1"]) == []
+    row = store.create_account(person_id=f"{tag}-p2", account_id=f"{tag}-late", new_person=True, **params)
+    assert row == {"account_id": f"{tag}-late", "person_id": f"{tag}-p2", "created_at": 2000}
