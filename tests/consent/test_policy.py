@@ -342,3 +342,14 @@ def test_lifting_a_restriction_on_one_channel_lifts_that_channel_only():
     assert (check(events, p=p, channel="sms").reason, check(events, p=p).reason) == ("restricted", "restricted")
     # A lift without a channel ends them all.
     assert check([email, sms, everything, ev("restriction_lifted", "account:a")], p=p).allowed
+
+
+def test_a_withdrawal_superseded_on_its_account_still_revokes_older_grants_elsewhere():
+    old_grant = ev("grant", "account:b", at=NOW - 5000)
+    withdraw = ev("withdraw", "account:a", at=NOW - 4000)
+    regrant = ev("grant", "account:a", at=NOW - 3000, expires=NOW - 2000)
+    events = [old_grant, withdraw, regrant]
+    assert check(events, at=NOW - 2500).allowed  # the re-grant, while it lasts
+    d = check(events, target="account:b")
+    assert (d.allowed, d.reason, d.deciding_event_id) == (False, "expired", regrant["event_id"])
+    assert check([*events, ev("grant", "account:b", at=NOW - 1000)], target="account:b").allowed

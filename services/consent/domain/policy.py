@@ -20,6 +20,8 @@ accounts, and the person's accounts with the assurance of each link. Default den
 5. Under consent, a withdrawal or denial on any account denies the whole person (``withdrawn`` /
    ``denied``), however weakly that account is linked, unless a *newer grant on that same account*
    superseded it. A newer grant on another account does not: the most restrictive decision wins.
+   Superseded or not, it revokes every grant recorded before it, on any account: only grants
+   after it count in rule 6.
    Because decisions stay attached to the account they were recorded on, this survives merges,
    and after a split each part sees exactly the decisions on its own accounts.
 6. A grant counts for the account it was captured on, and for the rest of the person only through
@@ -56,6 +58,7 @@ ASSURANCE_LEVELS = ("deterministic", "verified", "manual", "probabilistic", "rev
 _RESTRICTION_KINDS = frozenset({RESTRICTION, RESTRICTION_LIFTED})
 _GRANT_KINDS = frozenset({GRANT})
 _ERASURE_KINDS = frozenset({ERASURE})
+_REVOKING_KINDS = frozenset({DENY, WITHDRAW, OBJECTION})
 OBJECTION_STOPS = frozenset({LawfulBasis.CONSENT, LawfulBasis.LEGITIMATE_INTERESTS, LawfulBasis.PUBLIC_TASK})
 
 Versions = Mapping[int, Purpose] | Callable[[int], Purpose | None]
@@ -217,12 +220,18 @@ def decide(
     # 6. grants that reach the target: its own, and when it is strongly linked (or the person as a
     # whole is asked about) those of every strongly linked account. Only refs holding events are
     # looked at: most of a person's refs (its other identifiers) hold none.
+    # A withdrawal, denial or objection anywhere voids every grant before it, also when a newer
+    # grant on its own account superseded it: that grant counts, the older ones elsewhere stay
+    # revoked (else a re-grant that expires would bring back a grant the person withdrew).
+    voided_until = max((e.when for ref_events in by_ref.values() for e in ref_events
+                        if e.kind in _REVOKING_KINDS and restrictive_sees(e)), default=None)
     reach_all = target is None or scope.get(target) in propagation
     grants = []
     for ref, ref_events in by_ref.items():
         if ref != target and not (reach_all and scope[ref] in propagation):
             continue
-        grant = _latest([e for e in ref_events if e.kind == GRANT and grant_counts(e)], _GRANT_KINDS)
+        grant = _latest([e for e in ref_events if e.kind == GRANT and grant_counts(e)
+                         and (voided_until is None or e.when > voided_until)], _GRANT_KINDS)
         erased = _latest(ref_events, _ERASURE_KINDS)
         if grant and not (erased and erased.when > grant.when):
             grants.append(grant)
