@@ -469,8 +469,8 @@ class IdentityService:
                                  reason=reason or "manual_merge", method=METHOD_MANUAL)
         return self.get_person(survivor.person_id)
 
-    def split(self, person_id: str, accounts: list[tuple[str, str]], reason: str, request_id: str
-              ) -> tuple[PersonView, PersonView]:
+    def split(self, person_id: str, accounts: list[tuple[str, str]], reason: str, request_id: str,
+              author: str = "split") -> tuple[PersonView, PersonView]:
         person = self.get_person(person_id)
         account_ids = [self.account_id(s, e) for s, e in accounts]
         new_id = (hashlib.sha256(f"split:{request_id}".encode()).hexdigest()[:32] if request_id
@@ -498,7 +498,7 @@ class IdentityService:
                 lo, hi = sorted((moved, stay))
                 decisions.append({"id": decision_id("cannot_link", lo, hi), "a": lo, "b": hi})
         done = self.store.split_person(person.person_id, new_id, sorted(moving), now_ms(), reason or "manual_split",
-                                       fingerprint=fingerprint, decisions=decisions)
+                                       fingerprint=fingerprint, decisions=decisions, author=author)
         if done is None:
             self._check_split_request(new_id, person.person_id, fingerprint)  # a concurrent reuse
         for decision in decisions:
@@ -533,12 +533,19 @@ class IdentityService:
         for field_name, acc in (("decision.account_a", aid), ("decision.account_b", bid)):
             if acc not in owners:
                 raise NotFound(f"{field_name}: no such account", reason="ACCOUNT_NOT_FOUND")
+        # What the decision implies is checked, or done, before the decision is recorded: a refused
+        # merge must not leave a must-link behind that nothing enforces.
+        if kind == "must_link" and owners[aid] != owners[bid]:
+            persons = {owners[aid], owners[bid]}
+            if any(set(pair) <= persons for pair in self.store.cannot_link_pairs(sorted(persons))):
+                raise FailedPrecondition("a cannot-link decision forbids merging these persons",
+                                         reason="CANNOT_LINK", metadata={"persons": ",".join(sorted(persons))})
+        if kind == "cannot_link" and owners[aid] == owners[bid]:
+            # The split writes this pair's decision too (with the move), under the caller's name.
+            self.split(owners[aid], [b], reason or "cannot_link", request_id=f"cannot:{aid}:{bid}", author=author)
         row = self._record_decision(kind, aid, bid, reason, author)
         if kind == "must_link" and owners[aid] != owners[bid]:
             self.merge([owners[aid], owners[bid]], reason or "must_link")
-        if kind == "cannot_link" and owners[aid] == owners[bid]:
-            src, ext = b
-            self.split(owners[aid], [(src, ext)], reason or "cannot_link", request_id=f"cannot:{aid}:{bid}")
         return row
 
     # ---- explain ---------------------------------------------------------------------------

@@ -606,7 +606,7 @@ SPLIT_PERSON = cypher(
     FOREACH (ignored IN CASE WHEN x IS NULL OR y IS NULL THEN [] ELSE [1] END |
       MERGE (d:Decision {id: decision.id})
       ON CREATE SET d.kind = 'cannot_link', d.a = decision.a, d.b = decision.b, d.reason = $reason,
-                    d.author = 'split', d.at = $now
+                    d.author = $author, d.at = $now
       MERGE (x)-[:CANNOT_LINK]->(y))
     WITH DISTINCT p, n, moved
     MERGE (c:Counter {name: 'person_changes'})
@@ -969,12 +969,14 @@ class IdentityStore:
         return rows[0] if rows else None
 
     def split_person(self, person_id: str, new_person_id: str, account_ids: list[str], now: int, reason: str,
-                     *, fingerprint: str, decisions: list[dict[str, str]]) -> dict[str, Any] | None:
+                     *, fingerprint: str, decisions: list[dict[str, str]], author: str = "split"
+                     ) -> dict[str, Any] | None:
         """Moves the accounts to the new person with the cannot-link `decisions` ({id, a, b}, a < b);
         None when nothing moved or the new person's id belongs to another split."""
         rows = self.graph.run(SPLIT_PERSON, {"person_id": person_id, "new_person_id": new_person_id,
                                              "account_ids": account_ids, "now": now, "reason": reason,
-                                             "fingerprint": fingerprint, "decisions": decisions})
+                                             "fingerprint": fingerprint, "decisions": decisions,
+                                             "author": author})
         return rows[0] if rows else None
 
     def split_origin(self, person_id: str) -> dict[str, Any] | None:

@@ -432,3 +432,31 @@ def test_erasure_removes_the_person_its_keys_decisions_and_review_items(stub, gr
     assert all(row["a"] not in eva_accounts and row["b"] not in eva_accounts for row in left)
     assert {(row["a"], row["b"]) for row in left} == {tuple(ida_accounts)}  # the other person's review item stays
     assert stub.GetPerson(pb.GetPersonRequest(name=other.name)).account_count == 2
+
+
+def test_must_link_merges_unless_a_cannot_link_forbids_it_and_then_records_nothing(stub):
+    def decide(kind, a, b, reason=""):
+        return stub.CreateLinkDecision(pb.CreateLinkDecisionRequest(decision=pb.LinkDecision(
+            kind=kind, account_a=a, account_b=b, reason=reason)))
+
+    kai = link(stub, "webshop", "ml1", given_name="Kai", birth_date="1970-01-01").person
+    link(stub, "loyalty", "ml2", given_name="Kai", birth_date="1970-01-01")
+    decide(pb.LinkDecision.KIND_MUST_LINK, ref("webshop", "ml1"), ref("loyalty", "ml2"), "same card holder")
+    assert stub.GetPerson(pb.GetPersonRequest(name=kai.name)).account_count == 2
+    # Cannot-link on one person splits it, under the caller's name.
+    link(stub, "app", "ml3", given_name="Kai", birth_date="1970-01-01")
+    decide(pb.LinkDecision.KIND_MUST_LINK, ref("webshop", "ml1"), ref("app", "ml3"))
+    decide(pb.LinkDecision.KIND_CANNOT_LINK, ref("webshop", "ml1"), ref("app", "ml3"), "two people")
+    apart = stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref("webshop", "ml1"), account_b=ref("app", "ml3")))
+    assert (apart.manual_decision.kind, apart.manual_decision.author) == (pb.LinkDecision.KIND_CANNOT_LINK, "dev")
+    app_person = stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(account=ref("app", "ml3"))))
+    assert app_person.name != kai.name
+    # A must-link across that cannot-link is refused, and leaves no must-link behind.
+    with pytest.raises(grpc.RpcError) as err:
+        decide(pb.LinkDecision.KIND_MUST_LINK, ref("loyalty", "ml2"), ref("app", "ml3"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(err.value)[0] == "CANNOT_LINK"
+    between = stub.ExplainMatch(pb.ExplainMatchRequest(account_a=ref("loyalty", "ml2"), account_b=ref("app", "ml3")))
+    assert between.manual_decision.kind != pb.LinkDecision.KIND_MUST_LINK
+    assert stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(
+        account=ref("app", "ml3")))).name == app_person.name
