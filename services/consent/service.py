@@ -124,6 +124,10 @@ class ScopeCache:
     # person's scopes without a scan that would hold the lock (and the check's event loop) long.
     by_person: dict[str, set[SubjectRef]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # person id -> when it was last forgotten (monotonic): a scope naming a person forgotten after
+    # its resolution began may show that person before its change, and is not kept.
+    forgotten: dict[str, float] = field(default_factory=dict)
+    forgotten_for_seconds: float = 120.0  # longer than any identity call may take
 
     def get(self, subject: SubjectRef) -> Scope | None:
         """The cached scope, marked not fresh."""
@@ -133,11 +137,16 @@ class ScopeCache:
             return hit[1]
         return None
 
-    def put(self, subject: SubjectRef, scope: Scope) -> None:
+    def put(self, subject: SubjectRef, scope: Scope, since: float | None = None) -> None:
+        """Caches `scope`; with `since` (`time.monotonic()` before it was resolved), only if none of
+        its persons was forgotten meanwhile."""
         # Kept as `get` hands it out (scopes are immutable), so a hit builds nothing.
         stale = scope if not scope.fresh else Scope(scope.target, scope.refs, scope.person_ids, scope.person_id,
                                                     fresh=False)
         with self.lock:
+            if since is not None and any((at := self.forgotten.get(pid)) is not None and at >= since
+                                         for pid in stale.person_ids):
+                return
             if len(self.entries) > 200_000:
                 self.entries.clear()
                 self.by_person.clear()
@@ -147,7 +156,13 @@ class ScopeCache:
                 self.by_person.setdefault(person_id, set()).add(subject)
 
     def forget_persons(self, person_ids: set[str]) -> None:
+        now = time.monotonic()
         with self.lock:
+            if len(self.forgotten) > 100_000:
+                horizon = now - self.forgotten_for_seconds
+                self.forgotten = {pid: at for pid, at in self.forgotten.items() if at > horizon}
+            for person_id in person_ids:
+                self.forgotten[person_id] = now
             for person_id in person_ids:
                 for subject in list(self.by_person.get(person_id, ())):
                     self._drop(subject)
@@ -335,13 +350,14 @@ class ConsentService:
         found: list[Scope | None] = [self.cache.get(s) for s in subjects]
         missing = list(dict.fromkeys(s for s, hit in zip(subjects, found, strict=True) if hit is None))
         if missing:
+            since = time.monotonic()  # before identity is asked (a merge may be under way)
             resolved = dict(zip(missing, self.identity.scopes(missing), strict=True))
             for subject, scope in resolved.items():
                 # Only scopes of persons: an account identity does not know yet stands alone, and
                 # once it is linked (which identity's change stream does not announce) it must
                 # see its person's decisions at once.
                 if scope is not None and scope.person_id:
-                    self.cache.put(subject, scope)
+                    self.cache.put(subject, scope, since)
             found = [hit if hit is not None else resolved[s] for s, hit in zip(subjects, found, strict=True)]
         return found
 

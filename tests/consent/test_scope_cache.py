@@ -34,3 +34,20 @@ def test_a_replaced_scope_is_indexed_under_its_new_persons_only():
     cache.forget_persons({"p9"})
     assert cache.get(anna) is None
     assert cache.by_person == {}
+
+
+def test_a_scope_resolved_while_its_person_changed_is_not_kept():
+    """A merge announced while identity was resolving: the scope may show the person before it."""
+    import time
+
+    cache = ScopeCache()
+    anna, bert = SubjectRef(account=("shop", "anna")), SubjectRef(account=("shop", "bert"))
+    since = time.monotonic()  # as `_scopes` takes it before asking identity
+    time.sleep(0.01)
+    cache.forget_persons({"p1"})  # identity's change stream, meanwhile
+    cache.put(anna, scope("p1"), since)
+    assert cache.get(anna) is None
+    cache.put(bert, scope("p2"), since)  # another person's change does not matter
+    assert cache.get(bert) is not None
+    cache.put(anna, scope("p1"), time.monotonic())  # resolved after the change
+    assert cache.get(anna) is not None
