@@ -255,10 +255,12 @@ class IdentityService:
             "probability": probability, "model_version": getattr(self.scorer, "version", "") or "",
             "identifiers": [{"token": t, "kind": k, "line_type": lt or ""} for t, (k, _v, lt) in tokens.items()],
             "block_tokens": blocks, "bucket": bucket_of(account_id), "new_person": created,
+            "current_person": current["person_id"] if current else None,
         }
         # A new account's edges are created, not merged; an existing one (or one created since the
         # read) goes through the full upsert, which also removes what the account no longer has.
-        # Neither writes when the chosen person was merged or erased since the read.
+        # Neither writes when the chosen person was merged or erased since the read, nor the upsert
+        # when the account moved meanwhile (a split): the link then reads and decides again.
         created_now = current is None and self.store.create_account(**params) is not None
         if not created_now and self.store.upsert_account(identifier_tokens=list(tokens), **params) is None:
             return None
@@ -475,15 +477,16 @@ class IdentityService:
         account_ids = [self.account_id(s, e) for s, e in accounts]
         new_id = (hashlib.sha256(f"split:{request_id}".encode()).hexdigest()[:32] if request_id
                   else uuid.uuid4().hex)
+        owners = {r["account_id"]: r["person_id"] for r in self.store.accounts_with_keys(account_ids)}
+        if account_ids and all(owners.get(aid) == new_id for aid in account_ids):
+            # Done before (a retry whose reply was lost), even if the person was merged since.
+            return self.get_person(person.person_id), self.get_person(new_id)
         fingerprint = hashlib.sha256("\x00".join([person.person_id, *sorted(set(account_ids))]).encode()).hexdigest()
         self._check_split_request(new_id, person.person_id, fingerprint)
-        owners = {r["account_id"]: r["person_id"] for r in self.store.accounts_with_keys(account_ids)}
         missing = [i for i, aid in enumerate(account_ids) if owners.get(aid) not in (person.person_id, new_id)]
         if missing:
             raise InvalidArgument([FieldViolation(f"accounts[{i}]", "is not an account of this person")
                                    for i in missing])
-        if all(owners[aid] == new_id for aid in account_ids):
-            return self.get_person(person.person_id), self.get_person(new_id)
         moving = {a for a in account_ids if owners[a] == person.person_id}
         scopes = self.store.person_scopes([person.person_id])
         remaining = sorted({a for a, _m, _t in (scopes[0].accounts if scopes else [])} - moving)
@@ -705,8 +708,8 @@ class IdentityService:
         """Erases a person: its accounts' data keys first (what the graph still holds of them is
         unreadable from then on, and a retry after a crash finds the person and finishes), then
         in one statement its accounts, the persons merged into it, the manual decisions and review
-        items naming its accounts (a decision's reason is free text), with suppression of its
-        identifiers; then identifiers and blocking keys nobody else holds."""
+        items naming its accounts and the reasons on its change events (free text), with
+        suppression of its identifiers; then identifiers and blocking keys nobody else holds."""
         person = self.get_person(person_id)
         scopes = self.store.person_scopes([person.person_id])
         listed = [a for a, _m, _t in scopes[0].accounts] if scopes else []
@@ -714,8 +717,9 @@ class IdentityService:
         result = self.store.delete_person(person.person_id, now_ms())
         if result is None:
             return []
-        if late := sorted(set(result["account_ids"]) - set(listed)):  # linked meanwhile
-            self.keys.destroy([f"account:{a}" for a in late])
+        # Again for every account the statement deleted: one linked meanwhile, or a key a
+        # concurrent write created again for a listed one (destroying is idempotent).
+        self.keys.destroy([f"account:{a}" for a in result["account_ids"]])
         self.store.delete_orphans([*result["identifier_tokens"], *result["block_tokens"]])
         log.info("person_erased", person_id=person.person_id, count=len(result["account_ids"]))
         return list(result["account_ids"])

@@ -22,7 +22,7 @@ SCHEMA = Schema(
             ("PersonChange", "seq"), ("Decision", "id"), ("ReviewPair", "id"), ("Suppression", "token"),
             ("Counter", "name"), ("IdempotencyRecord", "key"), ("Model", "version"), ("Lease", "name")],
     indexes=[("Person", "merged_into"), ("Account", "source"), ("Account", "bucket"), ("Decision", "a"),
-             ("Decision", "b")],
+             ("Decision", "b"), ("ReviewPair", "a"), ("ReviewPair", "b"), ("PersonChange", "person")],
 )
 BUCKETS = 256  # accounts are read in full, bucket by bucket (first byte of the account id)
 
@@ -76,8 +76,11 @@ UPSERT_ACCOUNT = cypher(
     "identity.upsert_account",
     """
     OPTIONAL MATCH (target:Person {id: $person_id})
-    WITH count(target) AS held, count(target.merged_into) AS merged
+    OPTIONAL MATCH (:Account {id: $account_id})-[:BELONGS_TO]->(holder:Person)
+    WITH count(DISTINCT target) AS held, count(DISTINCT target.merged_into) AS merged,
+         collect(DISTINCT holder.id) AS holders
     WHERE """ + _PERSON_AS_DECIDED + """
+      AND holders = CASE WHEN $current_person IS NULL THEN [] ELSE [$current_person] END
     OPTIONAL MATCH (known:Person {id: $person_id})
     OPTIONAL MATCH (existing:Account {id: $account_id})
     """ + _TOUCH_KNOWN_PERSON + """
@@ -603,7 +606,8 @@ SPLIT_PERSON = cypher(
     UNWIND CASE WHEN size($decisions) = 0 THEN [null] ELSE $decisions END AS decision
     OPTIONAL MATCH (x:Account {id: decision.a})
     OPTIONAL MATCH (y:Account {id: decision.b})
-    FOREACH (ignored IN CASE WHEN x IS NULL OR y IS NULL THEN [] ELSE [1] END |
+    FOREACH (ignored IN CASE WHEN x IS NULL OR y IS NULL OR NOT (x.id IN moved OR y.id IN moved) THEN []
+                             ELSE [1] END |
       MERGE (d:Decision {id: decision.id})
       ON CREATE SET d.kind = 'cannot_link', d.a = decision.a, d.b = decision.b, d.reason = $reason,
                     d.author = $author, d.at = $now
@@ -648,14 +652,27 @@ DELETE_PERSON = cypher(
          collect(DISTINCT k.token) AS block_tokens
     FOREACH (token IN identifier_tokens + [a IN accounts | a.id] | MERGE (:Suppression {token: token}))
     WITH p, absorbed, accounts, identifier_tokens, block_tokens, [a IN accounts | a.id] AS account_ids
-    OPTIONAL MATCH (d:Decision)
-    WHERE d.a IN account_ids OR d.b IN account_ids
-    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, collect(DISTINCT d) AS decisions
-    OPTIONAL MATCH (r:ReviewPair)
-    WHERE r.a IN account_ids OR r.b IN account_ids
-    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, decisions,
-         collect(DISTINCT r) AS reviews
-    FOREACH (note IN decisions + reviews | DELETE note)
+    UNWIND CASE WHEN size(account_ids) = 0 THEN [null] ELSE account_ids END AS aid
+    OPTIONAL MATCH (d1:Decision {a: aid})
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, aid, collect(d1) AS by_a
+    OPTIONAL MATCH (d2:Decision {b: aid})
+    WHERE NOT d2.a IN account_ids
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, aid, by_a, collect(d2) AS by_b
+    OPTIONAL MATCH (r1:ReviewPair {a: aid})
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, aid, by_a, by_b,
+         collect(r1) AS reviewed_a
+    OPTIONAL MATCH (r2:ReviewPair {b: aid})
+    WHERE NOT r2.a IN account_ids
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, aid, by_a, by_b, reviewed_a,
+         collect(r2) AS reviewed_b
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids,
+         collect(by_a + by_b + reviewed_a + reviewed_b) AS per_account
+    FOREACH (notes IN per_account | FOREACH (note IN notes | DELETE note))
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids
+    UNWIND [p.id] + [x IN absorbed | x.id] AS changed
+    OPTIONAL MATCH (e:PersonChange {person: changed})
+    FOREACH (ignored IN CASE WHEN e IS NULL THEN [] ELSE [1] END | SET e.reason = null, e.accounts = [])
+    WITH p, absorbed, accounts, identifier_tokens, block_tokens, account_ids, count(e) AS scrubbed
     FOREACH (a IN accounts | DETACH DELETE a)
     FOREACH (x IN absorbed | DETACH DELETE x)
     DETACH DELETE p
@@ -770,8 +787,10 @@ class IdentityStore:
         self.graph.ensure_schema(SCHEMA)
 
     def upsert_account(self, **params: Any) -> dict[str, Any] | None:
-        """UPSERT_ACCOUNT: the account's row; None when its person is not as `new_person` says
-        (merged into another or erased meanwhile, or created meanwhile): nothing was written."""
+        """UPSERT_ACCOUNT: the account's row; None when the graph is no longer as the link read it —
+        the person not as `new_person` says (merged into another or erased meanwhile, or created
+        meanwhile), or the account no longer (or now) on `current_person` (split off, linked
+        meanwhile): nothing was written."""
         rows = self.graph.run(UPSERT_ACCOUNT, _distinct_edges(params))
         return rows[0] if rows else None
 

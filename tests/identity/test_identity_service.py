@@ -410,6 +410,10 @@ def test_erasure_removes_the_person_its_keys_decisions_and_review_items(stub, gr
     stub.CreateLinkDecision(pb.CreateLinkDecisionRequest(decision=pb.LinkDecision(
         kind=pb.LinkDecision.KIND_CANNOT_LINK, account_a=ref("webshop", "er1"), account_b=ref("webshop", "er3"),
         reason="Eva Erase is Ida's sister, born 1990")))
+    # A cannot-link inside Eva's person splits it: the split's change event carries the reason too.
+    stub.CreateLinkDecision(pb.CreateLinkDecisionRequest(decision=pb.LinkDecision(
+        kind=pb.LinkDecision.KIND_CANNOT_LINK, account_a=ref("webshop", "er1"), account_b=ref("app", "er2"),
+        reason="Eva's old phone, given to her son")))
     accounts = cypher("test.accounts_of", "MATCH (a:Account)-[:BELONGS_TO]->(:Person {id: $p}) RETURN a.id AS id")
     eva_accounts = sorted(r["id"] for r in graph.run(accounts, {"p": eva.name.removeprefix("persons/")}))
     ida_accounts = sorted(r["id"] for r in graph.run(accounts, {"p": other.name.removeprefix("persons/")}))
@@ -419,7 +423,7 @@ def test_erasure_removes_the_person_its_keys_decisions_and_review_items(stub, gr
                       {"id": pair_id(*ida_accounts), "a": ida_accounts[0], "b": ida_accounts[1], "probability": 0.7}],
                      1)
     keys = cypher("test.keys", "MATCH (k:SubjectKey) WHERE k.subject IN $s RETURN k.subject AS s")
-    assert len(graph.run(keys, {"s": [f"account:{a}" for a in eva_accounts]})) == 2
+    assert len(graph.run(keys, {"s": [f"account:{a}" for a in eva_accounts]})) == len(eva_accounts) == 1
 
     stub.DeletePerson(pb.DeletePersonRequest(name=eva.name))
 
@@ -432,6 +436,12 @@ def test_erasure_removes_the_person_its_keys_decisions_and_review_items(stub, gr
     assert all(row["a"] not in eva_accounts and row["b"] not in eva_accounts for row in left)
     assert {(row["a"], row["b"]) for row in left} == {tuple(ida_accounts)}  # the other person's review item stays
     assert stub.GetPerson(pb.GetPersonRequest(name=other.name)).account_count == 2
+    changes = cypher("test.changes", "MATCH (e:PersonChange) RETURN e.kind AS kind, e.reason AS reason, "
+                                     "e.accounts AS accounts, e.person AS person")
+    for change in graph.run(changes, {}):
+        assert "Eva" not in (change["reason"] or "")
+        if change["person"] == eva.name.removeprefix("persons/"):
+            assert change["accounts"] == []
 
 
 def test_must_link_merges_unless_a_cannot_link_forbids_it_and_then_records_nothing(stub):
@@ -460,3 +470,16 @@ def test_must_link_merges_unless_a_cannot_link_forbids_it_and_then_records_nothi
     assert between.manual_decision.kind != pb.LinkDecision.KIND_MUST_LINK
     assert stub.LookupPerson(pb.LookupPersonRequest(subject=subject_pb2.Subject(
         account=ref("app", "ml3")))).name == app_person.name
+
+
+def test_a_split_retried_after_its_person_was_merged_returns_the_split(stub):
+    older = link(stub, "webshop", "rm0", given_name="Rita", birth_date="1960-06-06").person
+    rita = link(stub, "webshop", "rm1", emails=["rita.retry@example.org"], given_name="Rita",
+                birth_date="1960-06-06").person
+    link(stub, "app", "rm2", emails=["rita.retry@example.org"], given_name="Rita", birth_date="1960-06-06")
+    request = pb.SplitPersonRequest(name=rita.name, accounts=[ref("app", "rm2")], request_id="split-then-merge")
+    split = stub.SplitPerson(request)
+    stub.MergePersons(pb.MergePersonsRequest(names=[older.name, rita.name]))  # rita's id now redirects
+    again = stub.SplitPerson(request)  # the first reply was lost, say
+    assert again.split_off.name == split.split_off.name
+    assert again.remaining.name == older.name

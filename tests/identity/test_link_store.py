@@ -111,7 +111,7 @@ def test_create_account_writes_nothing_when_the_account_exists(store):
     store.upsert_account(
         person_id=f"{tag}-p", account_id=f"{tag}-account", source="webshop", ref="ref", attrs="second", now=3000,
         method="new", probability=1.0, model_version="m1", identifier_tokens=[], identifiers=[], block_tokens=[],
-        bucket=7, new_person=False)
+        bucket=7, new_person=False, current_person=f"{tag}-p")
     assert [(r["attrs"], r["identifiers"]) for r in store.link_persons([f"{tag}-p"])] == [("second", [])]
 
 
@@ -156,7 +156,7 @@ def test_upsert_creates_what_is_missing_once_and_moves_the_account(store):
               "method": "new", "probability": 1.0, "model_version": "m1", "bucket": 7, "new_person": True}
     # Unknown account and person: both created; duplicated tokens yield one node and one edge each.
     row = store.upsert_account(
-        person_id=f"{tag}-p1", identifier_tokens=[f"{tag}-i"], **params,
+        person_id=f"{tag}-p1", identifier_tokens=[f"{tag}-i"], current_person=None, **params,
         identifiers=[{"token": f"{tag}-i", "kind": "email", "line_type": ""}] * 2,
         block_tokens=[f"{tag}-b", f"{tag}-b"])
     assert row == {"account_id": f"{tag}-account", "person_id": f"{tag}-p1", "created_at": 1000}
@@ -165,7 +165,8 @@ def test_upsert_creates_what_is_missing_once_and_moves_the_account(store):
     assert [r["account_id"] for r in ctx.candidates] == [f"{tag}-account"]
     # Again for another (new) person: the account moves, keeps its creation time, loses nothing.
     moved = store.upsert_account(
-        person_id=f"{tag}-p2", identifier_tokens=[f"{tag}-i"], **{**params, "now": 2000, "attrs": "v2"},
+        person_id=f"{tag}-p2", identifier_tokens=[f"{tag}-i"], current_person=f"{tag}-p1",
+        **{**params, "now": 2000, "attrs": "v2"},
         identifiers=[{"token": f"{tag}-i", "kind": "email", "line_type": ""}], block_tokens=[f"{tag}-b"])
     assert moved == {"account_id": f"{tag}-account", "person_id": f"{tag}-p2", "created_at": 1000}
     assert store.link_persons([f"{tag}-p1"]) == []
@@ -233,7 +234,8 @@ def test_an_account_is_written_only_to_the_person_the_link_decided_on(store):
     _account(store, f"{tag}-old", person=f"{tag}-p0", identifiers=[], blocks=[])
     _account(store, f"{tag}-young", person=f"{tag}-p1", identifiers=[], blocks=[])
     params = {"source": "webshop", "ref": "ref", "attrs": "a", "now": 2000, "method": "deterministic",
-              "probability": 1.0, "model_version": "m1", "identifiers": [], "block_tokens": [], "bucket": 7}
+              "probability": 1.0, "model_version": "m1", "identifiers": [], "block_tokens": [], "bucket": 7,
+              "current_person": None}
     assert store.create_account(person_id=f"{tag}-p1", account_id=f"{tag}-taken", new_person=True, **params) is None
     store.merge_persons(f"{tag}-p0", [f"{tag}-p1"], 1500, reason="test")
     for write in (store.create_account, lambda **kw: store.upsert_account(identifier_tokens=[], **kw)):
@@ -245,3 +247,18 @@ def test_an_account_is_written_only_to_the_person_the_link_decided_on(store):
     assert store.link_persons([f"{tag}-p0", f"{tag}-p1"]) == []
     row = store.create_account(person_id=f"{tag}-p2", account_id=f"{tag}-late", new_person=True, **params)
     assert row == {"account_id": f"{tag}-late", "person_id": f"{tag}-p2", "created_at": 2000}
+
+
+def test_an_upsert_writes_nothing_when_the_account_moved_since_the_link_read_it(store):
+    """A split between a link's read and its write: the link must not carry the account back."""
+    tag = uuid.uuid4().hex
+    _account(store, f"{tag}-stay", person=f"{tag}-p1", identifiers=[], blocks=[])
+    _account(store, f"{tag}-leave", person=f"{tag}-p1", identifiers=[], blocks=[])
+    params = {"account_id": f"{tag}-leave-account", "source": "webshop", "ref": "ref", "attrs": "a", "now": 2000,
+              "method": "deterministic", "probability": 1.0, "model_version": "m1", "identifiers": [],
+              "block_tokens": [], "bucket": 7, "identifier_tokens": [], "new_person": False}
+    store.split_person(f"{tag}-p1", f"{tag}-p2", [f"{tag}-leave-account"], 1500, "test", fingerprint="f",
+                       decisions=[])
+    assert store.upsert_account(person_id=f"{tag}-p1", current_person=f"{tag}-p1", **params) is None
+    assert store.persons_of_accounts([f"{tag}-leave-account"]) == {f"{tag}-leave-account": f"{tag}-p2"}
+    assert store.upsert_account(person_id=f"{tag}-p1", current_person=f"{tag}-p2", **params) is not None

@@ -191,7 +191,7 @@ def decide(
         restrictions = [e for e in ref_events if e.kind in _RESTRICTION_KINDS]
         if not restrictions:
             continue
-        views = [channel] if channel is not None else [None, *{e.channel for e in restrictions} - {None}]
+        views = [channel] if channel is not None else [None, *sorted({e.channel for e in restrictions} - {None})]
         for view in views:
             latest = _latest([e for e in restrictions if e.channel is None or e.channel == view], _RESTRICTION_KINDS)
             if latest and latest.kind == RESTRICTION:
