@@ -86,9 +86,9 @@ class PersonView:
 RESOLVED = "resolved"
 NOT_FOUND = "not_found"
 AMBIGUOUS = "ambiguous"
-# Which link an identifier held by several accounts of one person reports: the strongest.
 LINK_ATTEMPTS = 3  # reads and decisions of one link, when persons change under it
 PERSON_CHUNK = 1000  # persons per store read when bulk linking looks up decisions and identifiers
+# Which link an identifier held by several accounts of one person reports: the strongest.
 METHOD_STRENGTH = {METHOD_MANUAL: 3, METHOD_DETERMINISTIC: 2, METHOD_NEW: 2, METHOD_PROBABILISTIC: 1}
 
 
@@ -170,8 +170,9 @@ class IdentityService:
         return match, [self.blind.token(f"block:{name}", key) for name, key in block_keys(match)]
 
     def link(self, raw: dict[str, Any]) -> LinkOutcome:
-        """Links one account (see `_link_once`); again from a fresh read when the person it chose
-        was merged or erased between the read and the write."""
+        """Links one account (see `_link_once`); again from a fresh read when the graph changed
+        between the read and the write (the chosen person merged or erased, the account split off
+        or linked meanwhile)."""
         for _attempt in range(LINK_ATTEMPTS):
             outcome = self._link_once(raw)
             if outcome is not None:
