@@ -214,7 +214,9 @@ class IdentityService:
         for pid in candidate_ids:
             info = infos.get(pid)
             if info is None:
-                continue
+                # Found through its accounts by the first read, without any by the second: merged
+                # or erased in between. Deciding without it would make a stranger of its survivor.
+                return None
             method = METHOD_DETERMINISTIC if pid in deterministic else METHOD_PROBABILISTIC
             info.method = method
             info.probability = 1.0 if pid in deterministic else probabilistic[pid]
