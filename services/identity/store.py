@@ -219,13 +219,20 @@ CREATE_PERSONS = cypher(
     write=True,
 )
 
+# A person the plan assigned accounts to may have been merged into another by a real-time link or
+# a manual merge while the bulk link ran: its accounts go to the survivor. One erased meanwhile
+# gets nothing: its accounts stay staged for the next bulk link.
 ASSIGN_STAGED = cypher(
     "identity.assign_staged",
     """
     UNWIND $rows AS row
     MATCH (a:Account {id: row.account_id})
     WHERE a.staged = true
-    MATCH (p:Person {id: row.person_id})
+    MATCH (planned:Person {id: row.person_id})
+    OPTIONAL MATCH (planned)-[:MERGED_INTO*1..16]->(survivor:Person)
+    WHERE survivor.merged_into IS NULL
+    WITH a, row, coalesce(survivor, planned) AS p
+    WHERE p.merged_into IS NULL
     CREATE (a)-[:BELONGS_TO {method: row.method, probability: row.probability, model_version: $model_version,
                              at: $now}]->(p)
     SET a.staged = null, p.updated_at = $now

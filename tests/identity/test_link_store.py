@@ -262,3 +262,24 @@ def test_an_upsert_writes_nothing_when_the_account_moved_since_the_link_read_it(
     assert store.upsert_account(person_id=f"{tag}-p1", current_person=f"{tag}-p1", **params) is None
     assert store.persons_of_accounts([f"{tag}-leave-account"]) == {f"{tag}-leave-account": f"{tag}-p2"}
     assert store.upsert_account(person_id=f"{tag}-p1", current_person=f"{tag}-p2", **params) is not None
+
+
+def test_staged_accounts_follow_a_merge_made_while_the_bulk_link_ran(store):
+    tag = uuid.uuid4().hex
+
+    def staged(n: int) -> dict:
+        return {"account_id": f"{tag}-{n}", "source": "till", "bucket": 3, "ref": f"ref {n}", "attrs": f"attrs {n}",
+                "identifiers": [], "block_tokens": ""}
+
+    assert store.stage_accounts([staged(1), staged(2)], 1000) == 2
+    store.create_persons([f"{tag}-old", f"{tag}-planned", f"{tag}-erased"], 1000)
+    _account(store, f"{tag}-keep", person=f"{tag}-old", identifiers=[], blocks=[])
+    _account(store, f"{tag}-other", person=f"{tag}-planned", identifiers=[], blocks=[])
+    store.merge_persons(f"{tag}-old", [f"{tag}-planned"], 1500, reason="meanwhile")
+    store.delete_person(f"{tag}-erased", 1600)
+    assigned = store.assign_staged([
+        {"account_id": f"{tag}-1", "person_id": f"{tag}-planned", "method": "probabilistic", "probability": 0.99},
+        {"account_id": f"{tag}-2", "person_id": f"{tag}-erased", "method": "new", "probability": 1.0}], "m1", 2000)
+    assert assigned == 1
+    assert store.persons_of_accounts([f"{tag}-1", f"{tag}-2"]) == {f"{tag}-1": f"{tag}-old"}
+    assert store.account_states([f"{tag}-2"]) == {f"{tag}-2": True}  # still staged, for the next bulk link
