@@ -283,3 +283,18 @@ def test_staged_accounts_follow_a_merge_made_while_the_bulk_link_ran(store):
     assert assigned == 1
     assert store.persons_of_accounts([f"{tag}-1", f"{tag}-2"]) == {f"{tag}-1": f"{tag}-old"}
     assert store.account_states([f"{tag}-2"]) == {f"{tag}-2": True}  # still staged, for the next bulk link
+
+
+def test_a_split_statement_under_a_used_request_id_moves_nothing(store):
+    """The service checks a split's request id first; the statement checks it again, for a reuse
+    racing that check."""
+    tag = uuid.uuid4().hex
+    for n in (1, 2, 3):
+        _account(store, f"{tag}-{n}", person=f"{tag}-p", identifiers=[], blocks=[])
+    first = store.split_person(f"{tag}-p", f"{tag}-n", [f"{tag}-1-account"], 1500, "r", fingerprint="one",
+                               decisions=[])
+    assert first is not None and first["moved"] == [f"{tag}-1-account"]
+    assert store.split_person(f"{tag}-p", f"{tag}-n", [f"{tag}-2-account"], 1600, "r", fingerprint="two",
+                              decisions=[]) is None
+    assert store.persons_of_accounts([f"{tag}-2-account"]) == {f"{tag}-2-account": f"{tag}-p"}
+    assert store.split_origin(f"{tag}-n") == {"fingerprint": "one", "split_from": f"{tag}-p"}
