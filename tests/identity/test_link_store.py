@@ -293,7 +293,8 @@ def test_a_split_statement_under_a_used_request_id_moves_nothing(store):
         _account(store, f"{tag}-{n}", person=f"{tag}-p", identifiers=[], blocks=[])
     first = store.split_person(f"{tag}-p", f"{tag}-n", [f"{tag}-1-account"], 1500, "r", fingerprint="one",
                                decisions=[])
-    assert first is not None and first["moved"] == [f"{tag}-1-account"]
+    assert first is not None
+    assert first["moved"] == [f"{tag}-1-account"]
     assert store.split_person(f"{tag}-p", f"{tag}-n", [f"{tag}-2-account"], 1600, "r", fingerprint="two",
                               decisions=[]) is None
     assert store.persons_of_accounts([f"{tag}-2-account"]) == {f"{tag}-2-account": f"{tag}-p"}
