@@ -465,14 +465,19 @@ class IdentityService:
         ids = sorted({v.person_id for v in views})
         if len(ids) == 1:
             return views[0]
-        blocked = sorted(pair for pair in self.store.cannot_link_pairs(ids) if set(pair) <= set(ids))
-        if blocked:
-            raise FailedPrecondition("a cannot-link decision forbids merging these persons",
-                                     reason="CANNOT_LINK", metadata={"persons": ",".join(blocked[0])})
+        self._refuse_cannot_linked(ids)
         survivor = min((v for v in views if v.person_id in ids), key=lambda v: (v.created_at, v.person_id))
         self.store.merge_persons(survivor.person_id, [i for i in ids if i != survivor.person_id], now_ms(),
                                  reason=reason or "manual_merge", method=METHOD_MANUAL)
         return self.get_person(survivor.person_id)
+
+    def _refuse_cannot_linked(self, person_ids: list[str]) -> None:
+        """FAILED_PRECONDITION when a cannot-link decision keeps two of these persons apart."""
+        among = set(person_ids)
+        blocked = sorted(pair for pair in self.store.cannot_link_pairs(person_ids) if set(pair) <= among)
+        if blocked:
+            raise FailedPrecondition("a cannot-link decision forbids merging these persons",
+                                     reason="CANNOT_LINK", metadata={"persons": ",".join(blocked[0])})
 
     def split(self, person_id: str, accounts: list[tuple[str, str]], reason: str, request_id: str,
               author: str = "split") -> tuple[PersonView, PersonView]:
@@ -542,10 +547,7 @@ class IdentityService:
         # What the decision implies is checked, or done, before the decision is recorded: a refused
         # merge must not leave a must-link behind that nothing enforces.
         if kind == "must_link" and owners[aid] != owners[bid]:
-            persons = {owners[aid], owners[bid]}
-            if any(set(pair) <= persons for pair in self.store.cannot_link_pairs(sorted(persons))):
-                raise FailedPrecondition("a cannot-link decision forbids merging these persons",
-                                         reason="CANNOT_LINK", metadata={"persons": ",".join(sorted(persons))})
+            self._refuse_cannot_linked(sorted({owners[aid], owners[bid]}))
         if kind == "cannot_link" and owners[aid] == owners[bid]:
             # The split writes this pair's decision too (with the move), under the caller's name.
             self.split(owners[aid], [b], reason or "cannot_link", request_id=f"cannot:{aid}:{bid}", author=author)

@@ -37,12 +37,11 @@ class ChangedAfterRead(IdentityStore):
         return self._then("link_persons", super().link_persons(*args, **kwargs))
 
 
-READS = pytest.mark.parametrize("after", ["link_context", "link_persons"])
-
-
-@pytest.fixture
-def service(graph) -> IdentityService:
+@pytest.fixture(params=["link_context", "link_persons"])
+def service(graph, request) -> IdentityService:
+    """Every test runs with the change after each of the link's two reads."""
     store = ChangedAfterRead(graph)
+    store.after = request.param
     store.ensure_schema()
     graph.ensure_schema(keystore.SCHEMA)
     return IdentityService(store, SubjectKeys(graph, KeyEncryptionKey(bytes(range(32)))), BlindIndex(bytes(32)),
@@ -54,9 +53,7 @@ def account(ext: str, email: str) -> dict:
     return {"source": "webshop", "id": ext, "emails": [email], "given_name": "Lia"}
 
 
-@READS
-def test_a_person_merged_while_the_link_decided_gets_the_account_at_its_survivor(service, after):
-    service.store.after = after
+def test_a_person_merged_while_the_link_decided_gets_the_account_at_its_survivor(service):
     tag = uuid.uuid4().hex[:8]
     older = service.link(account(f"{tag}-0", f"older-{tag}@example.org")).person_id
     chosen = service.link(account(f"{tag}-1", f"lia-{tag}@example.org")).person_id
@@ -66,9 +63,7 @@ def test_a_person_merged_while_the_link_decided_gets_the_account_at_its_survivor
     assert service.get_person(older).account_count == 3
 
 
-@READS
-def test_an_account_split_off_while_the_link_decided_stays_split_off(service, after):
-    service.store.after = after
+def test_an_account_split_off_while_the_link_decided_stays_split_off(service):
     tag = uuid.uuid4().hex[:8]
     lia = service.link(account(f"{tag}-1", f"lia-{tag}@example.org")).person_id
     service.link(account(f"{tag}-2", f"lia-{tag}@example.org"))
@@ -78,9 +73,7 @@ def test_an_account_split_off_while_the_link_decided_stays_split_off(service, af
     assert service.get_person(lia).account_count == 1
 
 
-@READS
-def test_a_person_erased_while_the_link_decided_is_not_brought_back(service, after):
-    service.store.after = after
+def test_a_person_erased_while_the_link_decided_is_not_brought_back(service):
     tag = uuid.uuid4().hex[:8]
     gone = service.link(account(f"{tag}-1", f"gone-{tag}@example.org")).person_id
     service.store.meanwhile = lambda: service.delete_person(gone)
