@@ -129,6 +129,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 violations.append(FieldViolation(f"purpose.channels[{i}]", "unknown channel"))
             else:
                 channels.append(CHANNELS[c].value)
+        violations.extend(protos.request_id_violations(request.request_id))
         if violations:
             raise InvalidArgument(violations)
         days = p.retention.seconds // DAY_SECONDS
@@ -184,6 +185,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             violations.append(FieldViolation("provenance", "required"))
         elif prov_violations := provenance_of(prov).violations():
             violations.extend(prov_violations)
+        violations.extend(protos.request_id_violations(request_id))
         if violations:
             raise InvalidArgument(violations)
         rec = self.service.record(subject, purpose_id, ch, kind, provenance_of(prov),

@@ -203,6 +203,9 @@ class ConsentService:
             log.info("consent_state_rebuild_started")
             events = self.store.rebuild_states(fresh=False)
             log.info("consent_state_rebuilt", events=events)
+        packed = self.store.pack_states()
+        if packed:
+            log.info("consent_states_packed", states=packed)
         self.store.read_states = True
 
     # ---- purposes ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from services.consent.domain.ledger import (
     INTEGER_FIELDS,
     PACK_SEPARATOR,
     PACKED_FIELDS,
+    pack_values,
     unpack_values,
 )
 
@@ -91,7 +92,8 @@ LIST_PURPOSES = cypher(
 
 LEDGER_HEAD = cypher(
     "consent.ledger_head",
-    "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq, h.hash AS hash, h.states_built AS states_built",
+    "MATCH (h:LedgerHead {name: 'consent'})\n"
+    "RETURN h.seq AS seq, h.hash AS hash, h.states_built AS states_built, h.states_packed AS states_packed",
 )
 
 LEDGER_SEQ = cypher("consent.ledger_seq", "MATCH (h:LedgerHead {name: 'consent'}) RETURN h.seq AS seq")
@@ -104,7 +106,7 @@ INIT_LEDGER = cypher(
     "consent.init_ledger",
     """
     MERGE (h:LedgerHead {name: 'consent'})
-    ON CREATE SET h.seq = 0, h.hash = $genesis, h.states_built = true
+    ON CREATE SET h.seq = 0, h.hash = $genesis, h.states_built = true, h.states_packed = true
     RETURN h.seq AS seq, h.hash AS hash
     """,
     write=True,
@@ -122,7 +124,7 @@ _NEWER_STATE = ("s.seq IS NULL OR state.effective_at > s.effective_at "
 _UPDATE_STATE = ("OPTIONAL MATCH (s:ConsentState {key: state.key})\n"
                  f"    FOREACH (newer IN CASE WHEN s IS NOT NULL AND ({_NEWER_STATE}) THEN [1] ELSE [] END |"
                  " SET s += state)")
-_STATE_PROPS = ", ".join(f"{f}: state.{f}" for f in ("key", *STATE_FIELDS))
+_STATE_PROPS = ", ".join(f"{f}: state.{f}" for f in ("key", *STATE_FIELDS, "packed"))
 EVENT_FIELDS = (*CHAINED_FIELDS, "hash", "payload")
 _EVENT_PROPS = ", ".join(f"{f}: event.{f}" for f in EVENT_FIELDS)
 
@@ -307,18 +309,48 @@ PACKED_EVENTS_PAGE = cypher(
     + " AS packed\nORDER BY e.seq",
 )
 
-# Checks read states in the same packed form (one string per state; see PACKED_EVENTS_PAGE), and
-# fall back to the map form for any chunk that does not unpack.
-LATEST_STATES_PACKED = cypher(
-    "consent.latest_states_packed",
+# Checks read states in the same packed form (one string per state; see PACKED_EVENTS_PAGE). Each
+# state carries it, written with the state's fields from the same map (`state_of`): building it
+# here costs the store more than finding the states. Its sequence number tells a packed form
+# left behind by a write that did not renew it (a replica of an older release during an
+# upgrade): such a chunk, and one with states written before states carried it, is packed by
+# LATEST_STATES_PACKING instead, and a chunk that does not unpack is read in the map form.
+LATEST_STATES_PREPACKED = cypher(
+    "consent.latest_states_prepacked",
+    """
+    UNWIND $refs AS ref
+    MATCH (s:ConsentState {subject_ref: ref})
+    WHERE s.purpose_id = $purpose_id
+    RETURN s.seq AS seq, s.packed AS packed
+    """,
+)
+
+_STATE_PACKING = "\n  + $sep + ".join(_packed_field(name, "s") for name in STATE_FIELDS)
+
+LATEST_STATES_PACKING = cypher(
+    "consent.latest_states_packing",
     "UNWIND $refs AS ref\nMATCH (s:ConsentState {subject_ref: ref})\nWHERE s.purpose_id = $purpose_id\nRETURN "
-    + "\n  + $sep + ".join(_packed_field(name, "s") for name in STATE_FIELDS)
-    + " AS packed",
+    + _STATE_PACKING + " AS packed",
+)
+
+# States written before states carried their packed form get it, a page at a time; the ledger
+# head then says that every state has it.
+PACK_STATES = cypher(
+    "consent.pack_states",
+    "MATCH (s:ConsentState)\nWHERE s.packed IS NULL\nWITH s LIMIT $limit\nSET s.packed = " + _STATE_PACKING
+    + "\nRETURN count(s) AS packed",
+    write=True,
+)
+
+MARK_STATES_PACKED = cypher(
+    "consent.mark_states_packed",
+    "MATCH (h:LedgerHead {name: 'consent'})\nSET h.states_packed = true\nRETURN h.seq AS seq",
+    write=True,
 )
 
 
 def unpack_states(packed: list[str]) -> list[dict[str, Any]] | None:
-    """States from LATEST_STATES_PACKED; None if any of them is not in the packed form."""
+    """States from their packed form; None if any of them is not in it."""
     out = []
     for text in packed:
         values = unpack_values(text, len(STATE_FIELDS))
@@ -384,7 +416,18 @@ def state_of(event: dict[str, Any]) -> dict[str, Any]:
     """The materialised state an event would set: its decision fields (None clears one) under the
     key of its subject, purpose, kind and channel."""
     key = _KEY_SEPARATOR.join(str(event.get(f) or "") for f in ("subject_ref", "purpose_id", "kind", "channel"))
-    return {"key": key, **{f: event.get(f) for f in STATE_FIELDS}}
+    values = [event.get(f) for f in STATE_FIELDS]
+    return {"key": key, **dict(zip(STATE_FIELDS, values, strict=True)), "packed": pack_values(values)}
+
+
+def _prepacked_states(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """States from LATEST_STATES_PREPACKED; None unless every row's packed form is there, unpacks
+    and holds the state's own sequence number."""
+    packed = [r["packed"] for r in rows]
+    states = None if None in packed else unpack_states(packed)
+    if states is None or any(s["seq"] != r["seq"] for s, r in zip(states, rows, strict=True)):
+        return None
+    return states
 
 
 def _check_fields(event: dict[str, Any]) -> None:
@@ -501,8 +544,11 @@ class ConsentStore:
         if not self.read_states:
             rows = self.graph.run(LATEST_EVENTS_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id, "at": at_ms})
             return [r["event"] for r in rows]
-        packed = self.graph.run(LATEST_STATES_PACKED, {"refs": refs, "purpose_id": purpose_id, "sep": PACK_SEPARATOR})
-        states = unpack_states([r["packed"] for r in packed])
+        states = _prepacked_states(self.graph.run(LATEST_STATES_PREPACKED, {"refs": refs, "purpose_id": purpose_id}))
+        if states is None:
+            packed = self.graph.run(LATEST_STATES_PACKING, {"refs": refs, "purpose_id": purpose_id,
+                                                            "sep": PACK_SEPARATOR})
+            states = unpack_states([r["packed"] for r in packed])
         if states is None:
             rows = self.graph.run(LATEST_STATES_FOR_SUBJECTS, {"refs": refs, "purpose_id": purpose_id})
             states = [r["event"] for r in rows]
@@ -516,6 +562,18 @@ class ConsentStore:
     def states_built(self) -> bool:
         rows = self.graph.run(LEDGER_HEAD, {})
         return bool(rows and rows[0]["states_built"])
+
+    def pack_states(self, page: int = 10_000) -> int:
+        """Gives the states written before states carried their packed form that form (once per
+        ledger: the head remembers it). Appends may go on meanwhile: they write it themselves."""
+        rows = self.graph.run(LEDGER_HEAD, {})
+        if not rows or rows[0]["states_packed"]:
+            return 0
+        packed = 0
+        while written := int(self.graph.run(PACK_STATES, {"limit": page, "sep": PACK_SEPARATOR})[0]["packed"]):
+            packed += written
+        self.graph.run(MARK_STATES_PACKED, {})
+        return packed
 
     def rebuild_states(self, *, fresh: bool, page: int = 10_000, progress: Any = None) -> int:
         """Derives the materialised state from the ledger: replays every event in sequence windows,

@@ -207,7 +207,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not request.accounts:
             raise InvalidArgument.single("accounts", "name at least one account to split off")
         refs = [protos.parse_account_ref(a, f"accounts[{i}]") for i, a in enumerate(request.accounts)]
-        remaining, split_off = self.service.split(person_id, refs, request.reason, request.request_id)
+        request_id = protos.request_id(request.request_id)
+        remaining, split_off = self.service.split(person_id, refs, request.reason, request_id)
         return pb.SplitPersonResponse(remaining=person_to_proto(remaining), split_off=person_to_proto(split_off))
 
     def ExplainMatch(self, request: pb.ExplainMatchRequest, context: grpc.ServicerContext) -> pb.MatchExplanation:

@@ -195,6 +195,34 @@ def test_idempotent_on_request_id(identity, consent):
     assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 1
 
 
+def test_request_ids_a_store_index_cannot_find_are_refused_and_nothing_stored(identity, consent):
+    """FalkorDB's index finds no value that starts or ends with whitespace or holds U+0001: such
+    a request id would record every retry again. Ids with inner spaces and any other text are
+    fine, and their retries replay."""
+    link(identity, "webshop", "R1")
+    for bad in (" req", "req ", "req\t", "re\u0001q", "re\nq", "r" * 129):
+        with pytest.raises(grpc.RpcError) as err:
+            grant(consent, acct("webshop", "R1"), request_id=bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(error_details(err.value)[1]) == {"request_id"}
+        with pytest.raises(grpc.RpcError) as err:
+            consent.WithdrawConsent(cpb.WithdrawConsentRequest(subject=acct("webshop", "R1"), purpose=NEWS,
+                                                               provenance=PROV, request_id=bad))
+        assert set(error_details(err.value)[1]) == {"request_id"}
+        with pytest.raises(grpc.RpcError) as err:
+            consent.CreatePurpose(cpb.CreatePurposeRequest(purpose_id="bad-request-id", request_id=bad,
+                                                           purpose=cpb.Purpose(display_name="x")))
+        assert set(error_details(err.value)[1]) == {"request_id"}
+    assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 0
+    with pytest.raises(grpc.RpcError) as err:
+        consent.GetPurpose(cpb.GetPurposeRequest(name="purposes/bad-request-id"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    for good in ("Anfrage 1 – Ümlaut \"quoted\" \\ 😀", "r" * 128):
+        first = grant(consent, acct("webshop", "R1"), request_id=good)
+        assert grant(consent, acct("webshop", "R1"), request_id=good).sequence == first.sequence
+    assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 2
+
+
 def test_a_decision_time_ahead_of_the_clock_is_refused_or_takes_effect_when_recorded(identity, consent):
     import time
 

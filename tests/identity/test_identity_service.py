@@ -181,6 +181,14 @@ def test_a_split_writes_its_cannot_link_decisions_with_the_move_and_owns_its_req
     again = stub.SplitPerson(pb.SplitPersonRequest(name=anna.name, accounts=[ref("app", "sa2")],
                                                    request_id="shared-request"))
     assert again.split_off.name == split.split_off.name  # the same request again: nothing new
+    # A request id that starts or ends with whitespace, or holds control characters, is refused as
+    # everywhere else (services/common/protos.py, `request_id_violations`), and moves nothing.
+    for bad in ("shared-request ", "shared\u0001request"):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SplitPerson(pb.SplitPersonRequest(name=anna.name, accounts=[ref("loyalty", "sa3")], request_id=bad))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(error_details(err.value)[1]) == {"request_id"}
+    assert stub.GetPerson(pb.GetPersonRequest(name=anna.name)).account_count == 2
 
 
 def _changes(stub):

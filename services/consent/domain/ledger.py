@@ -263,6 +263,16 @@ def chain_entry(event: Any) -> ChainEntry:
             event.get("payload_sha256") or "", canonical(event))
 
 
+def pack_values(values: Sequence[Any]) -> str:
+    """The packed string the store's packing expression builds for these values (see
+    `PACKED_FIELDS`): written with a state so that reads need not build it. A value that is no
+    text, integer or null is tagged "x", and text holding the separator adds a field, so neither
+    unpacks (as with the store's own expression)."""
+    return PACK_SEPARATOR.join(
+        "n" if v is None else "s" + v if v.__class__ is str else "i" + str(v) if v.__class__ is int else "x"
+        for v in values)
+
+
 def unpack_values(text: str, width: int) -> list[Any] | None:
     """The `width` values of one packed string (tagged "s" text, "i" decimal integer, "n" null;
     see `PACKED_FIELDS`); None if it is not in the packed form."""
