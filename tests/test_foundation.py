@@ -119,6 +119,28 @@ def test_profile_round_trip_through_identity(stack_factory):
     assert "source" in error_details(err.value)[1]
 
 
+def test_event_ids_a_store_index_cannot_hold_are_rejected_and_the_store_stays_up(stack_factory):
+    """An event id with whitespace at either end or a control character, in FalkorDB's unique
+    constraint on behaviour events, crashed the store for every service (services/common/client_ids.py)."""
+    from google.protobuf import timestamp_pb2
+
+    stack = stack_factory("identity", "profile")
+    identity = identity_pb2_grpc.IdentityServiceStub(stack.channel("identity"))
+    profile = profile_pb2_grpc.ProfileServiceStub(stack.channel("profile"))
+    identity.LinkAccount(ipb.LinkAccountRequest(account=account("app", "ev1", given_name="Anna")))
+    subject = subject_pb2.Subject(account=subject_pb2.AccountRef(source="app", external_id="ev1"))
+    at = timestamp_pb2.Timestamp(seconds=1_700_000_000)
+    bad = ["trailing ", " leading", "tab\t", "", "ctl\u0001", "x" * 129]
+    good = f"ok {TRICKY_NAME}"[:128].strip()
+    events = [ppb.BehaviourEvent(event_id=i, type="page_view", subject=subject, event_time=at) for i in [*bad, good]]
+    response = profile.RecordEvents(iter([ppb.RecordEventsRequest(events=events)]))
+    assert sorted(r.event_id for r in response.rejected) == sorted(bad)
+    assert all("event_id" in r.reason for r in response.rejected)
+    assert response.accepted_count == 1
+    again = profile.RecordEvents(iter([ppb.RecordEventsRequest(events=events[-1:])]))
+    assert (again.accepted_count, again.duplicate_count) == (0, 1)  # found again by its id
+
+
 def test_unimplemented_rpcs_say_so(stack_factory):
     stack = stack_factory("identity", "profile")
     profile = profile_pb2_grpc.ProfileServiceStub(stack.channel("profile"))

@@ -41,29 +41,6 @@ def millis(ts: timestamp_pb2.Timestamp) -> int:
     return ts.ToMilliseconds()
 
 
-REQUEST_ID_MAX = 128
-
-
-def request_id_violations(value: str, field: str = "request_id") -> list[FieldViolation]:
-    """What is wrong with a caller's request id (empty: none given). Request ids are looked up
-    through a store index, and FalkorDB's indexes do not find text that starts or ends with
-    whitespace or holds a control character: such an id would make every retry a new request."""
-    if len(value) > REQUEST_ID_MAX:
-        return [FieldViolation(field, f"at most {REQUEST_ID_MAX} characters")]
-    if value != value.strip():
-        return [FieldViolation(field, "must not start or end with whitespace")]
-    if any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
-        return [FieldViolation(field, "must not hold control characters")]
-    return []
-
-
-def request_id(value: str, field: str = "request_id") -> str:
-    """`value`, or InvalidArgument naming what is wrong with it (`request_id_violations`)."""
-    if violations := request_id_violations(value, field):
-        raise InvalidArgument(violations)
-    return value
-
-
 def page_size(value: int, field: str = "page_size", default: int = 50) -> int:
     if value < 0:
         raise InvalidArgument.single(field, "must not be negative")

@@ -10,7 +10,7 @@ from google.protobuf import duration_pb2
 from tessera.consent.v1 import consent_pb2 as pb
 from tessera.consent.v1 import consent_pb2_grpc
 
-from services.common import protos
+from services.common import client_ids, protos
 from services.common.auth import current_caller
 from services.common.errors import FieldViolation, InvalidArgument, TesseraError
 from services.common.interceptors import to_status
@@ -129,7 +129,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                 violations.append(FieldViolation(f"purpose.channels[{i}]", "unknown channel"))
             else:
                 channels.append(CHANNELS[c].value)
-        violations.extend(protos.request_id_violations(request.request_id))
+        violations.extend(client_ids.violations(request.request_id, "request_id"))
         if violations:
             raise InvalidArgument(violations)
         days = p.retention.seconds // DAY_SECONDS
@@ -185,7 +185,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
             violations.append(FieldViolation("provenance", "required"))
         elif prov_violations := provenance_of(prov).violations():
             violations.extend(prov_violations)
-        violations.extend(protos.request_id_violations(request_id))
+        violations.extend(client_ids.violations(request_id, "request_id"))
         if violations:
             raise InvalidArgument(violations)
         rec = self.service.record(subject, purpose_id, ch, kind, provenance_of(prov),

@@ -11,7 +11,7 @@ from tessera.identity.v1 import identity_pb2 as pb
 from tessera.identity.v1 import identity_pb2_grpc
 from tessera.type.v1 import subject_pb2
 
-from services.common import protos
+from services.common import client_ids, protos
 from services.common.auth import current_caller
 from services.common.errors import FieldViolation, InvalidArgument
 from services.identity.bulk import BulkImport
@@ -207,7 +207,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not request.accounts:
             raise InvalidArgument.single("accounts", "name at least one account to split off")
         refs = [protos.parse_account_ref(a, f"accounts[{i}]") for i, a in enumerate(request.accounts)]
-        request_id = protos.request_id(request.request_id)
+        request_id = client_ids.checked(request.request_id, "request_id")
         remaining, split_off = self.service.split(person_id, refs, request.reason, request_id)
         return pb.SplitPersonResponse(remaining=person_to_proto(remaining), split_off=person_to_proto(split_off))
 

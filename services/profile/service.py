@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.common import client_ids
 from services.common.crypto import b64, unb64
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.common.keystore import SubjectKeys
@@ -92,6 +93,9 @@ class ProfileService:
         for e in events:
             if not e["id"]:
                 rejected.append(("", "event_id is required"))
+                continue
+            if problems := client_ids.violations(e["id"], "event_id"):
+                rejected.append((e["id"], f"event_id {problems[0].description}"))
                 continue
             if not re.match(r"^[a-z][a-z0-9_]{0,62}$", e["type"] or ""):
                 rejected.append((e["id"], "type must be snake_case"))

@@ -182,7 +182,7 @@ def test_a_split_writes_its_cannot_link_decisions_with_the_move_and_owns_its_req
                                                    request_id="shared-request"))
     assert again.split_off.name == split.split_off.name  # the same request again: nothing new
     # A request id that starts or ends with whitespace, or holds control characters, is refused as
-    # everywhere else (services/common/protos.py, `request_id_violations`), and moves nothing.
+    # everywhere else (services/common/client_ids.py), and moves nothing.
     for bad in ("shared-request ", "shared\u0001request"):
         with pytest.raises(grpc.RpcError) as err:
             stub.SplitPerson(pb.SplitPersonRequest(name=anna.name, accounts=[ref("loyalty", "sa3")], request_id=bad))
