@@ -20,7 +20,7 @@ from services.common.graph.statements import cypher
 SCHEMA = Schema(
     unique=[("Person", "id"), ("Account", "id"), ("Identifier", "token"), ("BlockKey", "token"),
             ("PersonChange", "seq"), ("Decision", "id"), ("ReviewPair", "id"), ("Suppression", "token"),
-            ("Counter", "name"), ("IdempotencyRecord", "key"), ("Model", "version"), ("Lease", "name")],
+            ("Counter", "name"), ("Model", "version"), ("Lease", "name")],
     indexes=[("Person", "merged_into"), ("Account", "source"), ("Account", "bucket"), ("Decision", "a"),
              ("Decision", "b"), ("ReviewPair", "a"), ("ReviewPair", "b"), ("PersonChange", "person")],
 )
@@ -753,21 +753,6 @@ SUPPRESSED = cypher(
     "UNWIND $tokens AS token MATCH (s:Suppression {token: token}) RETURN s.token AS token",
 )
 
-IDEMPOTENCY_GET = cypher(
-    "identity.idempotency_get",
-    "MATCH (r:IdempotencyRecord {key: $key}) RETURN r.fingerprint AS fingerprint, r.response AS response",
-)
-IDEMPOTENCY_PUT = cypher(
-    "identity.idempotency_put",
-    """
-    MERGE (r:IdempotencyRecord {key: $key})
-    ON CREATE SET r.fingerprint = $fingerprint, r.response = $response, r.at = $now
-    RETURN r.fingerprint AS fingerprint, r.response AS response
-    """,
-    write=True,
-)
-
-
 def _distinct_edges(params: dict[str, Any]) -> dict[str, Any]:
     """An account write's identifiers and blocking keys without duplicates: `_account_edges`
     would otherwise create a missing node once per duplicate."""
@@ -1040,12 +1025,3 @@ class IdentityStore:
         if not tokens:
             return set()
         return {r["token"] for r in self.graph.run(SUPPRESSED, {"tokens": tokens})}
-
-    def idempotent(self, key: str, fingerprint: str, response: str, now: int) -> tuple[str, str]:
-        row = self.graph.run(IDEMPOTENCY_PUT, {"key": key, "fingerprint": fingerprint, "response": response,
-                                               "now": now})[0]
-        return row["fingerprint"], row["response"]
-
-    def idempotency_record(self, key: str) -> tuple[str, str] | None:
-        rows = self.graph.run(IDEMPOTENCY_GET, {"key": key})
-        return (rows[0]["fingerprint"], rows[0]["response"]) if rows else None
