@@ -136,7 +136,7 @@ def test_a_packed_form_a_write_did_not_renew_is_not_trusted(store):
 
 def test_states_written_before_they_carried_their_packed_form_are_read_then_packed_once(store):
     from services.common.graph.statements import Statement
-    from services.consent.store import LATEST_STATES_PACKING, LATEST_STATES_PREPACKED
+    from services.consent.store import LATEST_STATES_PACKING, LATEST_STATES_PREPACKED, _prepacked_states
 
     refs = _hostile_states(store)
     store.read_states = True
@@ -153,6 +153,7 @@ def test_states_written_before_they_carried_their_packed_form_are_read_then_pack
     prepacked = _state_rows(store, LATEST_STATES_PREPACKED, refs)
     assert sorted(r["packed"] for r in prepacked) == sorted(
         r["packed"] for r in _state_rows(store, LATEST_STATES_PACKING, refs))
+    assert _prepacked_states(prepacked) is not None  # reads take the prepacked path again
     assert _by_kind(store.latest_events(refs, "newsletter-email", 1_900_000_000_000)) == expected
 
 
@@ -165,7 +166,7 @@ def test_a_state_holding_the_separator_is_read_in_the_map_form(store):
 
 
 def test_the_store_index_finds_no_request_id_that_starts_or_ends_with_whitespace(store):
-    """Why the APIs refuse such request ids (services/common/protos.py): the event is stored, but a
+    """Why the APIs refuse such request ids (services/common/client_ids.py): the event is stored, but a
     retry's lookup by its request id finds nothing, and the retry would be recorded again. If a
     FalkorDB upgrade fixes its index, this test says the refusal could be relaxed."""
     events = _sealed(2, vary=lambda seq: {"request_id": ("padded " if seq == 1 else "inner space")})
