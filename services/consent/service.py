@@ -101,6 +101,9 @@ class Provenance:
             out.append(FieldViolation(f"{prefix}.notice_version", "required"))
         if not SHA256_HEX.match(self.notice_sha256):
             out.append(FieldViolation(f"{prefix}.notice_sha256", "required: SHA-256 of the notice, 64 hex digits"))
+        for name in ("source_system", "notice_version", "evidence_ref"):
+            if "\x00" in getattr(self, name):  # the store keeps no NUL character (graph/falkordb_adapter.py)
+                out.append(FieldViolation(f"{prefix}.{name}", "must not hold a NUL character"))
         return out
 
 

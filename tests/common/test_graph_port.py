@@ -61,6 +61,19 @@ def test_schema_setup_is_idempotent_and_enforces_uniqueness(graph):
         graph.run(create, {"id": "u1"})
 
 
+def test_a_nul_character_in_a_text_parameter_is_bad_input_and_writes_nothing(graph):
+    """FalkorDB fails a statement whose text parameter holds U+0000: the caller's input (everything
+    we generate is hex, base64 or validated), so INVALID_ARGUMENT rather than an internal error."""
+    from services.common.errors import InvalidArgument
+
+    for value in ("nul\x00inside", ["a", "b\x00"], {"nested": {"deeper": "\x00"}}):
+        with pytest.raises(InvalidArgument):
+            graph.run(ECHO_WRITE, {"id": "n1", "value": value})
+    assert graph.run(ECHO_READ, {"id": "n1"}) == []
+    graph.run(ECHO_WRITE, {"id": "n1", "value": "\u0001 and \u001f are kept"})
+    assert graph.run(ECHO_READ, {"id": "n1"}) == [{"value": "\u0001 and \u001f are kept", "id": "n1"}]
+
+
 def test_bad_statement_is_a_query_error_not_a_retry(graph):
     with pytest.raises(GraphQueryError):
         graph.run(Statement("test.bad", "MATCH (n) RETURN nosuchfunction(n) AS x"), {})

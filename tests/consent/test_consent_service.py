@@ -257,12 +257,26 @@ def test_bad_input_is_rejected_with_field_violations_and_nothing_stored(identity
          {"subject.account.source", "subject.account.external_id", "purpose", "channel",
           "provenance.collection_method", "provenance.notice_version", "provenance.notice_sha256"}),
     ]
+    nul = cpb.Provenance()
+    nul.CopyFrom(PROV)
+    nul.source_system, nul.evidence_ref = "till\x00 7", "form\x00"
+    cases.append((cpb.RecordConsentRequest(subject=acct("webshop", "B1"), purpose=NEWS, provenance=nul,
+                                           kind=cpb.DECISION_KIND_GRANT),
+                  {"provenance.source_system", "provenance.evidence_ref"}))
     for request, fields in cases:
         with pytest.raises(grpc.RpcError) as err:
             consent.RecordConsent(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert set(error_details(err.value)[1]) == fields
     assert consent.VerifyLedger(cpb.VerifyLedgerRequest()).checked_events == 0
+    # Any other text holding U+0000, which FalkorDB cannot keep, is bad input too, not an internal error.
+    with pytest.raises(grpc.RpcError) as err:
+        consent.CreatePurpose(cpb.CreatePurposeRequest(purpose_id="nul-name",
+                                                       purpose=cpb.Purpose(display_name="a\x00b")))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        consent.GetPurpose(cpb.GetPurposeRequest(name="purposes/nul-name"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_history_spans_all_accounts_of_the_person(identity, consent):

@@ -15,7 +15,7 @@ import structlog
 from falkordb import FalkorDB
 from falkordb.query_result import QueryResult
 
-from services.common.errors import Aborted
+from services.common.errors import Aborted, InvalidArgument
 from services.common.graph import dialect, resp_async
 from services.common.graph.port import (
     GraphQueryError,
@@ -179,6 +179,10 @@ class FalkorDBGraph:
         graph = self._connected()[1]
         command = "GRAPH.QUERY" if write else "GRAPH.RO_QUERY"
         query = graph._build_params_header(params) + text if params else text
+        if "\x00" in query:
+            # FalkorDB fails a statement whose text parameter holds a NUL character. It comes from a
+            # caller (everything else is generated or encrypted and encoded): bad input, not a fault.
+            raise InvalidArgument.single("request", "text must not hold a NUL character (U+0000)")
         try:
             reply = graph.execute_command(command, self._name, query, "--compact")
         except rex.ResponseError as exc:
