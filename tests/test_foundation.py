@@ -88,6 +88,11 @@ def test_bad_input_gets_invalid_argument_with_field_violations(stack_factory):
     reason, violations = error_details(err.value)
     assert reason == "INVALID_ARGUMENT"
     assert set(violations) == {"account.ref.source", "account.ref.external_id"}
+    # A source is kept as it is: no control characters (a NUL would fail the store's statement).
+    for source in ("web\x00shop", "web\u0001shop"):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.LinkAccount(ipb.LinkAccountRequest(account=account(source, "c1", given_name="Anna")))
+        assert set(error_details(err.value)[1]) == {"account.ref.source"}
     with pytest.raises(grpc.RpcError) as err:
         stub.GetPerson(ipb.GetPersonRequest(name="people/x"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -123,6 +123,8 @@ def parse_account_ref(ref: subject_pb2.AccountRef, field: str) -> tuple[str, str
         violations.append(FieldViolation(f"{field}.source", "must not be empty"))
     elif len(ref.source) > 64:
         violations.append(FieldViolation(f"{field}.source", "at most 64 characters"))
+    elif any(c < " " or "\x7f" <= c <= "\x9f" for c in ref.source.strip()):  # stored as it is (not hashed)
+        violations.append(FieldViolation(f"{field}.source", "must not hold control characters"))
     if not ref.external_id.strip():
         violations.append(FieldViolation(f"{field}.external_id", "must not be empty"))
     elif len(ref.external_id) > 256:
