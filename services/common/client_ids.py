@@ -20,9 +20,14 @@ def violations(value: str, field: str) -> list[FieldViolation]:
         return [FieldViolation(field, f"at most {MAX_LENGTH} characters")]
     if value != value.strip():
         return [FieldViolation(field, "must not start or end with whitespace")]
-    if any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
+    if has_control_characters(value):
         return [FieldViolation(field, "must not hold control characters")]
     return []
+
+
+def has_control_characters(value: str) -> bool:
+    """C0 and C1 control characters (tab and newline among them), and DEL."""
+    return any(c < " " or "\x7f" <= c <= "\x9f" for c in value)
 
 
 def checked(value: str, field: str) -> str:

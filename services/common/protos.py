@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from google.protobuf import timestamp_pb2
 from tessera.type.v1 import subject_pb2
 
+from services.common import client_ids
 from services.common.errors import FieldViolation, InvalidArgument
 
 T = TypeVar("T")
@@ -123,7 +124,7 @@ def parse_account_ref(ref: subject_pb2.AccountRef, field: str) -> tuple[str, str
         violations.append(FieldViolation(f"{field}.source", "must not be empty"))
     elif len(ref.source) > 64:
         violations.append(FieldViolation(f"{field}.source", "at most 64 characters"))
-    elif any(c < " " or "\x7f" <= c <= "\x9f" for c in ref.source.strip()):  # stored as it is (not hashed)
+    elif client_ids.has_control_characters(ref.source.strip()):  # stored as it is (not hashed)
         violations.append(FieldViolation(f"{field}.source", "must not hold control characters"))
     if not ref.external_id.strip():
         violations.append(FieldViolation(f"{field}.external_id", "must not be empty"))

@@ -496,8 +496,7 @@ class IdentityService:
             raise InvalidArgument([FieldViolation(f"accounts[{i}]", "is not an account of this person")
                                    for i in missing])
         moving = {a for a in account_ids if owners[a] == person.person_id}
-        scopes = self.store.person_scopes([person.person_id])
-        remaining = sorted({a for a, _m, _t in (scopes[0].accounts if scopes else [])} - moving)
+        remaining = sorted(set(self._account_ids_of(person.person_id)) - moving)
         if not remaining:
             raise FailedPrecondition("a split must leave at least one account with the person",
                                      reason="SPLIT_WOULD_EMPTY_PERSON")
@@ -515,6 +514,11 @@ class IdentityService:
         for decision in decisions:
             self.store.resolve_review(pair_id(decision["a"], decision["b"]))
         return self.get_person(person.person_id), self.get_person(new_id)
+
+    def _account_ids_of(self, person_id: str) -> list[str]:
+        """Every account of the person, in one statement (no page of a listing)."""
+        scopes = self.store.person_scopes([person_id])
+        return [a for a, _m, _t in scopes[0].accounts] if scopes else []
 
     def _check_split_request(self, new_id: str, person_id: str, fingerprint: str) -> None:
         """A request id names one split: of this person, these accounts."""
@@ -716,9 +720,7 @@ class IdentityService:
         items naming its accounts and the reasons on its change events (free text), with
         suppression of its identifiers; then identifiers and blocking keys nobody else holds."""
         person = self.get_person(person_id)
-        scopes = self.store.person_scopes([person.person_id])
-        listed = [a for a, _m, _t in scopes[0].accounts] if scopes else []
-        self.keys.destroy([f"account:{a}" for a in listed])
+        self.keys.destroy([f"account:{a}" for a in self._account_ids_of(person.person_id)])
         result = self.store.delete_person(person.person_id, now_ms())
         if result is None:
             return []
