@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+NAMES = {"choices": ("realistic", "uniform"), "default": "realistic",
+         "help": "name frequencies: German (default) or uniform over common names (figures before 2026-12-08)"}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
@@ -20,6 +23,7 @@ def main() -> None:
     p.add_argument("--persons", type=int, default=5000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threshold", type=float, default=0.95, help="link threshold (match probability)")
+    p.add_argument("--names", **NAMES)
     p.add_argument("--json")
     p = sub.add_parser("realtime", help="real-time link latency through gRPC with N persons loaded")
     p.add_argument("--persons", type=int, default=100_000)
@@ -28,6 +32,7 @@ def main() -> None:
     p.add_argument("--persons", type=int, default=40_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--trap-report", help="write each wrongly merged trap group's accounts here (JSON lines)")
+    p.add_argument("--names", **NAMES)
     p = sub.add_parser("consent", help="consent check latency/throughput, batch check, ledger verification")
     p.add_argument("--persons", type=int, default=100_000)
     p.add_argument("--events", type=int, default=1_000_000)
@@ -52,7 +57,7 @@ def main() -> None:
         from bench import accuracy
 
         if args.bench is None:
-            args = argparse.Namespace(persons=5000, seed=1, json=None, threshold=0.95)
+            args = argparse.Namespace(persons=5000, seed=1, json=None, threshold=0.95, names="realistic")
         accuracy.main(args)
 
 

@@ -23,9 +23,10 @@ from services.identity.domain.model import predict_and_cluster, train
 from services.identity.domain.normalize import normalize_account, to_model_record
 
 
-def population(persons: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+def population(persons: int, seed: int, names: str = "realistic"
+               ) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
     accounts, truth, traps = [], {}, {}
-    for accs, person, trap in generate(persons, seed):
+    for accs, person, trap in generate(persons, seed, names):
         for acc in accs:
             accounts.append(acc)
             truth[f"{acc['source']}:{acc['id']}"] = person
@@ -125,9 +126,9 @@ def tessera(accounts: list[dict[str, Any]], seed: int, workdir: Path, threshold:
         store.stop()
 
 
-def run(persons: int, seed: int, threshold: float = 0.95) -> dict[str, Any]:
-    accounts, truth, traps = population(persons, seed)
-    results: dict[str, Any] = {"persons": persons, "accounts": len(accounts), "seed": seed,
+def run(persons: int, seed: int, threshold: float = 0.95, names: str = "realistic") -> dict[str, Any]:
+    accounts, truth, traps = population(persons, seed, names)
+    results: dict[str, Any] = {"persons": persons, "accounts": len(accounts), "seed": seed, "names": names,
                                "trap_groups": len(set(traps.values()))}
     with tempfile.TemporaryDirectory() as tmp:
         predicted, timings = tessera(accounts, seed, Path(tmp), threshold)
@@ -140,8 +141,8 @@ def run(persons: int, seed: int, threshold: float = 0.95) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> str:
-    lines = [f"persons {results['persons']:,}, accounts {results['accounts']:,}, trap groups "
-             f"{results['trap_groups']}", "| system | precision | recall | F1 | trap groups merged |",
+    lines = [f"persons {results['persons']:,} ({results['names']} names), accounts {results['accounts']:,}, "
+             f"trap groups {results['trap_groups']}", "| system | precision | recall | F1 | trap groups merged |",
              "|---|---|---|---|---|"]
     for name in ("tessera", "plain_splink", "naive_union", "oracle_corroborated", "oracle_names_alone"):
         s = results[name]
@@ -157,7 +158,7 @@ def main(args: Any) -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.getLogger("splink").setLevel(logging.ERROR)
-    results = run(args.persons, args.seed, args.threshold)
+    results = run(args.persons, args.seed, args.threshold, args.names)
     print(report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=lambda o: o.__dict__))

@@ -23,10 +23,11 @@ from bench.synth import generate
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_population(path: Path, persons: int, seed: int) -> tuple[dict[str, str], dict[str, str]]:
+def write_population(path: Path, persons: int, seed: int, names: str = "realistic"
+                     ) -> tuple[dict[str, str], dict[str, str]]:
     truth, traps = {}, {}
     with path.open("w") as fh:
-        for accounts, person, trap in generate(persons, seed):
+        for accounts, person, trap in generate(persons, seed, names):
             for acc in accounts:
                 fh.write(json.dumps(acc, ensure_ascii=False) + "\n")
                 truth[f"{acc['source']}:{acc['id']}"] = person
@@ -57,11 +58,12 @@ def link_phases(stderr: str) -> dict[str, int]:
     return out
 
 
-def run(persons: int, seed: int = 1, trap_report_path: Path | None = None) -> dict[str, Any]:
+def run(persons: int, seed: int = 1, trap_report_path: Path | None = None, names: str = "realistic"
+        ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "accounts.jsonl", Path(tmp) / "persons.jsonl"
         t0 = time.perf_counter()
-        truth, traps = write_population(data, persons, seed)
+        truth, traps = write_population(data, persons, seed, names)
         generate_seconds = time.perf_counter() - t0
         load_before = os.getloadavg()
         with local_stack("identity") as stack:
@@ -123,4 +125,4 @@ def write_trap_report(path: Path, data: Path, merged: list[dict[str, Any]]) -> N
 
 def main(args: Any) -> None:
     report = Path(args.trap_report) if args.trap_report else None
-    print(json.dumps(run(args.persons, args.seed, report), indent=2))
+    print(json.dumps(run(args.persons, args.seed, report, args.names), indent=2))

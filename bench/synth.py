@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.names import NameDraw
+
 GIVEN_F = ["Anna", "Maria", "Ursula", "Monika", "Petra", "Elisabeth", "Sabine", "Renate", "Helga", "Karin", "Brigitte", "Ingrid", "Erika", "Andrea", "Gisela", "Claudia", "Susanne", "Gabriele", "Christa", "Christine", "Hildegard", "Stefanie", "Birgit", "Barbara", "Julia", "Lena", "Laura", "Sophie", "Lea", "Hannah", "Emma", "Mia", "Leonie", "Lisa", "Katharina", "Johanna", "Sarah", "Jana", "Nina", "Melanie", "Sandra", "Nicole", "Jessica", "Jennifer", "Franziska", "Carolin", "Vanessa", "Jasmin", "Charlotte", "Marie", "Clara", "Greta", "Ida", "Paula", "Frieda", "Jürgen", "Zoë", "Bärbel", "Jörg", "Müge", "Gülay"]
 GIVEN_M = ["Peter", "Michael", "Thomas", "Andreas", "Wolfgang", "Klaus", "Jürgen", "Günter", "Stefan", "Christian", "Uwe", "Werner", "Horst", "Frank", "Dieter", "Manfred", "Gerhard", "Hans", "Bernd", "Torsten", "Markus", "Matthias", "Alexander", "Martin", "Sebastian", "Daniel", "Jan", "Tobias", "Florian", "Lukas", "Jonas", "Leon", "Finn", "Paul", "Ben", "Elias", "Noah", "Luis", "Felix", "Maximilian", "Niklas", "Tim", "Philipp", "Simon", "David", "Moritz", "Julian", "Fabian", "Kevin", "Dennis", "Sven", "Oliver", "Björn", "Sören", "Jörg", "Jens", "Kai", "Lars", "Ralf", "Dirk"]
 FAMILY = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann", "Schäfer", "Koch", "Bauer", "Richter", "Klein", "Wolf", "Schröder", "Neumann", "Schwarz", "Zimmermann", "Braun", "Krüger", "Hofmann", "Hartmann", "Lange", "Schmitt", "Werner", "Schmitz", "Krause", "Meier", "Lehmann", "Schmid", "Schulze", "Maier", "Köhler", "Herrmann", "König", "Walter", "Mayer", "Huber", "Kaiser", "Fuchs", "Peters", "Lang", "Scholz", "Möller", "Weiß", "Jung", "Hahn", "Schubert", "Vogel", "Friedrich", "Keller", "Günther", "Frank", "Berger", "Winkler", "Roth", "Beck", "Lorenz", "Baumann", "Franke", "Albrecht", "Schuster", "Simon", "Ludwig", "Böhm", "Winter", "Kraus", "Martin", "Schumacher", "Krämer", "Vogt", "Stein", "Jäger", "Otto", "Sommer", "Groß", "Seidel", "Heinrich", "Brandt", "Haas", "Schreiber", "Graf", "Schulte", "Dietrich", "Ziegler", "Kuhn", "Kühn", "Pohl", "Engel", "Horn", "Busch", "Bergmann", "Thomas", "Voigt", "Sauer", "Arnold", "Wolff", "Pfeiffer", "Yılmaz", "Kaya", "Nowak", "Kowalski", "Öztürk"]
@@ -87,8 +89,9 @@ def typo(text: str, rng: random.Random) -> str:
 
 
 class Population:
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, names: str = "realistic"):
         self.rng = random.Random(seed)
+        self.names = NameDraw(names, GIVEN_F, GIVEN_M, FAMILY)
         self.n = 0
         self.phones_used: set[str] = set()
 
@@ -109,8 +112,10 @@ class Population:
         r = self.rng
         self.n += 1
         female = r.random() < 0.5
-        given = overrides.pop("given", r.choice(GIVEN_F if female else GIVEN_M))
-        family = overrides.pop("family", r.choice(FAMILY))
+        # Drawn even when overridden, so that a seed gives the same population as before.
+        given = self.names.given(r, female)
+        family = self.names.family(r)
+        given, family = overrides.pop("given", given), overrides.pop("family", family)
         birth = overrides.pop("birth", f"{r.randint(1940, 2006)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}")
         city, postcode = overrides.pop("city", r.choice(CITIES))
         local = f"{given}.{family}".lower()
@@ -227,9 +232,11 @@ class Population:
         return f"{int(d)}.{int(m)}.{y}" if self.rng.random() < 0.3 else iso
 
 
-def generate(persons: int, seed: int = 1) -> Iterator[tuple[list[dict[str, Any]], str, str | None]]:
-    """Yields (accounts, person key, trap group id or None) person by person."""
-    pop = Population(seed)
+def generate(persons: int, seed: int = 1, names: str = "realistic"
+             ) -> Iterator[tuple[list[dict[str, Any]], str, str | None]]:
+    """Yields (accounts, person key, trap group id or None) person by person. `names`: how names
+    are drawn (bench.names)."""
+    pop = Population(seed, names)
     r = pop.rng
     made = 0
     group = 0
@@ -273,11 +280,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--persons", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--names", choices=("realistic", "uniform"), default="realistic")
     parser.add_argument("--out", required=True)
     parser.add_argument("--truth", required=True)
     args = parser.parse_args()
     with open(args.out, "w") as out, open(args.truth, "w") as truth:
-        for accounts, key, trap in generate(args.persons, args.seed):
+        for accounts, key, trap in generate(args.persons, args.seed, args.names):
             for acc in accounts:
                 out.write(json.dumps(acc, ensure_ascii=False) + "\n")
                 truth.write(json.dumps({"unique_id": f"{acc['source']}:{acc['id']}", "person": key,

@@ -29,6 +29,7 @@ from services.identity.domain.model_settings import (
     COMPARISONS,
     EM_BLOCKING,
     PRIOR_RULES,
+    TF_COLUMNS,
     ComparisonSpec,
     Record,
     prepare,
@@ -121,14 +122,15 @@ def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
             linker.training.estimate_parameters_using_expectation_maximisation(
                 block_on(*cols), record_sample_proportion=share)
         saved = _floor_probabilities(linker.misc.save_model_to_json())
-        tf = linker.table_management.compute_tf_table("family_name").as_pandas_dataframe()
+        tf = {column: linker.table_management.compute_tf_table(column).as_pandas_dataframe()
+              for column in TF_COLUMNS}
         saved["probability_two_random_records_match"] = _estimate_prior(frame, saved)
     except Exception as exc:  # Splink raises many types; none may leave a model behind
         raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}"[:500]) from exc
-    tf_table = {str(v): float(f) for v, f in zip(tf["family_name"], tf["tf_family_name"], strict=True)
-                if v is not None}
+    tf_tables = {column: {str(v): float(f) for v, f in zip(table[column], table[f"tf_{column}"], strict=True)
+                          if v is not None} for column, table in tf.items()}
     names = GivenNames.of(frame["given_name"].dropna())
-    model = TrainedModel(saved, {"family_name": tf_table}, int(time.time() * 1000), len(records),
+    model = TrainedModel(saved, tf_tables, int(time.time() * 1000), len(records),
                          given_name_counts=dict(sorted(names.counts.items())))
     validate(model)
     return model
@@ -219,7 +221,7 @@ class _CompiledLevel:
     tf_column: str | None
     tf_weight: float
     tf_min_u: float
-    u: float
+    u: float  # the u a term-frequency adjustment divides: that of the exact level on the same column
 
 
 def match_probability(weight: float) -> float:
@@ -245,14 +247,19 @@ class RealtimeScorer:
             if spec.name not in by_name:
                 continue  # a model trained before this comparison existed scores without it, as Splink does
             levels = [lv for lv in by_name[spec.name]["comparison_levels"] if not lv.get("is_null_level")]
+            # As Splink: every level adjusted on a column is adjusted against the u of that
+            # column's exact level (a typo of a rare name is as telling as the name itself).
+            exact_u = {lv.get("tf_adjustment_column"): lv["u_probability"] for lv in reversed(levels)
+                       if lv.get("tf_adjustment_column") and lv["label_for_charts"] == "exact"}
             compiled = []
             n = len(levels)
             for i, lv in enumerate(levels):
                 m, u = lv["m_probability"], lv["u_probability"]
-                compiled.append(_CompiledLevel(lv["label_for_charts"], n - 1 - i, math.log2(m / u),
-                                               lv.get("tf_adjustment_column"),
+                column = lv.get("tf_adjustment_column")
+                compiled.append(_CompiledLevel(lv["label_for_charts"], n - 1 - i, math.log2(m / u), column,
                                                float(lv.get("tf_adjustment_weight") or 0.0),
-                                               float(lv.get("tf_minimum_u_value") or 0.0), u))
+                                               float(lv.get("tf_minimum_u_value") or 0.0),
+                                               exact_u.get(column, u)))
             self._compiled.append((spec, compiled))
 
     def _level(self, spec: ComparisonSpec, levels: list[_CompiledLevel], a: Record, b: Record
