@@ -9,9 +9,12 @@ the store down for everybody, so each one is checked where it enters.
 
 from __future__ import annotations
 
+import re
+
 from services.common.errors import FieldViolation, InvalidArgument
 
 MAX_LENGTH = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def violations(value: str, field: str) -> list[FieldViolation]:
@@ -27,7 +30,7 @@ def violations(value: str, field: str) -> list[FieldViolation]:
 
 def has_control_characters(value: str) -> bool:
     """C0 and C1 control characters (tab and newline among them), and DEL."""
-    return any(c < " " or "\x7f" <= c <= "\x9f" for c in value)
+    return _CONTROL.search(value) is not None
 
 
 def checked(value: str, field: str) -> str:
