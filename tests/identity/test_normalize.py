@@ -8,6 +8,9 @@ import datetime as dt
 
 import pytest
 
+from services.identity.domain.blocking import block_keys
+from services.identity.domain.guards import Traits
+from services.identity.domain.model_settings import prepare
 from services.identity.domain.normalize import (
     EMAIL_RULES,
     Identifier,
@@ -29,6 +32,7 @@ from services.identity.domain.normalize import (
     normalize_postcode,
     normalize_social,
     normalize_street,
+    spelled_names,
     to_match_record,
 )
 
@@ -408,3 +412,49 @@ def test_malformed_records_raise_with_fields(raw, fields):
 def test_not_an_object():
     with pytest.raises(InvalidAccount):
         normalize_account(["source", "id"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("Helga.Hartkaemper79@yahoo.de", ("helga", "hartkaemper")),
+    (" schmidt_anna+shop@gmail.com", ("schmidt", "anna")),  # the order written; +tag and digits dropped
+    ("jörg-müller@web.de", ("joerg", "mueller")),  # folded as names are
+    ("anna@web.de", None),  # one part
+    ("anna.maria.schmidt@web.de", None),  # three: which two are the names?
+    ("a.schmidt@web.de", None),  # an initial is no name
+    ("info@firma-7.de", None),  # a role address spells nobody
+    ("1984.2001@web.de", None),
+    ("o'brien.sean@web.de", None),
+])
+def test_spelled_names(raw, expected):
+    assert spelled_names(raw) == expected
+
+
+def test_an_account_without_names_is_compared_by_those_its_address_spells():
+    """Evidence for the model only: the spelled names stand in for missing ones when a record is
+    compared (and blocked), never as traits the guards compare nor as attributes shown."""
+    nameless = normalize_account({"source": "newsletter", "id": "N-1",
+                                  "emails": ["not an address", "Helga.Hartkaemper79@yahoo.de"]})
+    assert (nameless.given_name, nameless.family_name) == (None, None)
+    assert (nameless.email_given_name, nameless.email_family_name) == ("helga", "hartkaemper")
+    assert "given_name" not in nameless.attributes_dict()
+    record = to_match_record(nameless)
+    assert record["given_name"] is None
+    assert record["email_given_name"] == "helga"
+    assert Traits.of(record) == Traits()
+    prepared = prepare(record)
+    assert (prepared["given_name"], prepared["family_name"]) == ("helga", "hartkaemper")
+    assert prepared["family_name_phonetic"] == cologne_phonetic("hartkaemper")
+    named = to_match_record(normalize_account({"source": "loyalty", "id": "L-1", "given_name": "Helga",
+                                               "family_name": "Hartkämper"}))
+    assert dict(block_keys(record))["name_pair"] == dict(block_keys(named))["name_pair"]
+    # A given name of its own keeps it; the address adds the family name beside it.
+    given_only = normalize_account({"source": "newsletter", "id": "N-2", "given_name": "Helga",
+                                    "emails": ["helga.hartkaemper79@yahoo.de"]})
+    assert (given_only.email_given_name, given_only.email_family_name) == (None, "hartkaemper")
+    # An address that spells somebody else, or an account with a family name, adds nothing.
+    for raw in ({"source": "newsletter", "id": "N-3", "given_name": "Anna", "emails": ["helga.hartkaemper@web.de"]},
+                {"source": "newsletter", "id": "N-4", "family_name": "Horn", "emails": ["helga.hartkaemper@web.de"]},
+                {"source": "newsletter", "id": "N-5", "emails": ["helga.hartkaemper"]}):
+        acc = normalize_account(raw)
+        assert (acc.email_given_name, acc.email_family_name) == (None, None)
+        assert "email_family_name" not in to_match_record(acc)

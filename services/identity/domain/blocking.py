@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.identity.domain.model_settings import name_pair
+from services.identity.domain.model_settings import name_pair, prepare
 
 # (rule name, fields): fields are match-record keys; "birth_year", "given_initial", "name_pair"
 # (both names in sorted order) and "first_handle" are derived. Role addresses are no real-time key:
@@ -18,6 +18,8 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("birth_date_given_initial", ("birth_date", "given_initial")),
     ("family_name_postcode", ("family_name", "postcode")),
     ("name_pair", ("name_pair",)),
+    ("given_family_phonetic", ("given_name", "family_name_phonetic")),
+    ("family_given_initial", ("family_name", "given_initial")),
     ("birth_date_postcode", ("birth_date", "postcode")),
     ("handle", ("first_handle",)),  # a social handle that is another account's login
 )
@@ -40,6 +42,9 @@ def _value(record: Mapping[str, Any], name: str) -> str | None:
 
 
 def block_keys(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The keys of a match record, as the model compares it (`prepare`: names an e-mail address
+    spells stand in for missing ones)."""
+    record = prepare(dict(record))
     keys = []
     for rule, fields in RULES:
         values = [_value(record, f) for f in fields]

@@ -129,7 +129,7 @@ def train(records: Sequence[Record], *, seed: int = 42) -> TrainedModel:
         raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}"[:500]) from exc
     tf_tables = {column: {str(v): float(f) for v, f in zip(table[column], table[f"tf_{column}"], strict=True)
                           if v is not None} for column, table in tf.items()}
-    names = GivenNames.of(frame["given_name"].dropna())
+    names = GivenNames.of(r.get("given_name") for r in records)  # as written: spelled names are no evidence here
     model = TrainedModel(saved, tf_tables, int(time.time() * 1000), len(records),
                          given_name_counts=dict(sorted(names.counts.items())))
     validate(model)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from services.identity.domain.normalize import cologne_phonetic
+
 Record = dict[str, Any]
 Pred = Callable[[Record, Record], bool]
 
@@ -209,6 +211,8 @@ PREDICT_BLOCKING = (
     ("birth_date", "given_initial"),
     ("family_name", "postcode"),
     ("name_pair",),  # both names, in either order: catches given and family name swapped
+    ("given_name", "family_name_phonetic"),  # a typo in the family name, nothing else in common
+    ("family_name", "given_initial"),  # a typo in the given name, nothing else in common
     ("birth_date", "postcode"),
     ("first_email",),
     ("first_phone",),
@@ -270,21 +274,27 @@ def _rule(cols: tuple[str, ...]) -> dict[str, str]:
 
 
 def prepare(record: Record) -> Record:
-    """Adds derived blocking columns and fills absent keys with None."""
+    """Adds derived blocking columns and fills absent keys with None. An account without names is
+    compared by those its e-mail address spells (`normalize.spelled_names`)."""
     out = {c: record.get(c) for c in COLUMNS}
+    for column in ("given_name", "family_name"):
+        spelled = record.get(f"email_{column}")
+        if spelled and not out[column]:
+            out[column] = spelled
+            out[f"{column}_phonetic"] = cologne_phonetic(spelled)
     out["emails"] = list(record.get("emails") or [])
     out["phones"] = list(record.get("phones") or [])
     out["handles"] = list(record.get("handles") or [])  # absent from records stored before handles
     out["role_emails"] = list(record.get("role_emails") or [])  # absent from records stored before 12-03
     bd = record.get("birth_date")
     out["birth_year"] = bd[:4] if bd else None
-    gn = record.get("given_name")
+    gn = out["given_name"]
     out["given_initial"] = gn[:1] if gn else None
     out["first_email"] = out["emails"][0] if out["emails"] else None
     out["first_phone"] = out["phones"][0] if out["phones"] else None
     out["first_handle"] = out["handles"][0] if out["handles"] else None
     out["first_role_email"] = out["role_emails"][0] if out["role_emails"] else None
-    out["name_pair"] = name_pair(record)
+    out["name_pair"] = name_pair(out)
     return out
 
 

@@ -131,6 +131,10 @@ class NormalizedAccount:
     postcode: str | None = None
     city: str | None = None
     country: str | None = None
+    # Names a personal e-mail address spells, for an account that lacks them (`spelled_names`):
+    # evidence for the model only, never a trait the guards compare nor an attribute shown.
+    email_given_name: str | None = None
+    email_family_name: str | None = None
     display: Mapping[str, Any] = field(default_factory=dict)  # the values as given, for display
     problems: tuple[Problem, ...] = ()
 
@@ -193,6 +197,46 @@ def normalize_email(raw: str) -> str:
 
 
 _LINE_TYPES = {phonenumbers.PhoneNumberType.MOBILE: "mobile", phonenumbers.PhoneNumberType.FIXED_LINE: "fixed"}
+
+
+_LOCAL_SEPARATORS = re.compile(r"[._-]+")
+
+
+def spelled_names(raw_email: str) -> tuple[str, str] | None:
+    """The two names a personal address spells — "anna.schmidt84@…", "schmidt_anna@…" → (anna,
+    schmidt) in the order written — or None: the local part before any +tag, split at dots,
+    underscores or hyphens into exactly two parts, digits dropped, each at least two letters,
+    folded as names are. A role address (info@) spells nobody."""
+    local = unicodedata.normalize("NFKC", raw_email).strip().lower().rsplit("@", 1)[0].split("+", 1)[0]
+    if local in ROLE_LOCAL_PARTS:
+        return None
+    parts = [fold(re.sub(r"\d+", "", p)) for p in _LOCAL_SEPARATORS.split(local)]
+    parts = [p for p in parts if p]
+    if len(parts) != 2 or not all(len(p) >= 2 and p.isalpha() for p in parts):
+        return None
+    return parts[0], parts[1]
+
+
+def _names_from_emails(emails: list[Any], given: str | None, family: str | None) -> tuple[str | None, str | None]:
+    """(given, family) the first spelling address gives an account without a family name: both
+    when it has no given name either, else the family name beside its own given name."""
+    if family is not None:
+        return None, None
+    for raw in emails:
+        if not isinstance(raw, str):
+            continue
+        try:
+            normalize_email(raw)  # an address that does not parse is kept out of matching
+        except ValueError:
+            continue
+        spelled = spelled_names(raw)
+        if spelled is None:
+            continue
+        if given is None:
+            return spelled
+        if given in spelled:
+            return None, spelled[1] if spelled[0] == given else spelled[0]
+    return None, None
 
 
 def normalize_phone(raw: str, default_region: str = "DE") -> tuple[str, str]:
@@ -499,6 +543,7 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE", tod
     if street_raw and street is None:
         problems.append(Problem("address.street", "street has no name"))
     city = attr("address.city", normalize_name, city_raw)
+    email_given, email_family = _names_from_emails(emails, given_name, family_name)
     display = {k: v for k, v in {
         "given_name": given, "family_name": family, "birth_date": birth_date,
         "address": {k: v for k, v in {"street": street_raw, "postcode": postcode, "city": city_raw,
@@ -506,7 +551,8 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE", tod
     }.items() if v}
     return NormalizedAccount(
         source=source, external_id=external_id, identifiers=tuple(identifiers.values()),
-        given_name=given_name, family_name=family_name, birth_date=birth_date, street=street,
+        given_name=given_name, family_name=family_name, email_given_name=email_given,
+        email_family_name=email_family, birth_date=birth_date, street=street,
         house_number=number, postcode=postcode, city=city, country=country, display=display,
         problems=tuple(problems))
 
@@ -554,6 +600,8 @@ def to_match_record(acc: NormalizedAccount) -> dict[str, Any]:
         "emails": sorted(i.value for i in acc.identifiers if i.kind == "email" and i.links),
         "role_emails": sorted(i.value for i in acc.identifiers if i.kind == "email" and not i.links),
         "phones": sorted(i.value for i in acc.identifiers if i.kind == "phone"),
+        **({"email_given_name": acc.email_given_name} if acc.email_given_name else {}),
+        **({"email_family_name": acc.email_family_name} if acc.email_family_name else {}),
     }
 
 
