@@ -9,6 +9,7 @@ from services.identity.domain.guards import (
     Traits,
     conflict,
     names_compatible,
+    oriented,
 )
 
 
@@ -49,18 +50,34 @@ def test_constrained_union_keeps_conflicting_members_apart():
 
 def test_two_established_given_names_are_two_people_however_close_their_spelling():
     names = GivenNames.of(["jan"] * 40 + ["jana"] * 35 + ["christian"] * 30 + ["christine"] * 12
-                          + ["baerbel"] * 60 + ["barbel"] * 3 + ["andreas"] * 200 + ["andrea"] * 11)
+                          + ["baerbel"] * 60 + ["barbel"] * 3 + ["andreas"] * 1000 + ["andrea"] * 11
+                          + ["anna"] * 500 + ["anja"] * 25)
     assert names.counts == {"jan": 40, "jana": 35, "christian": 30, "christine": 12, "baerbel": 60,
-                            "andreas": 200, "andrea": 11}  # "barbel" is below ten accounts
+                            "andreas": 1000, "andrea": 11, "anna": 500, "anja": 25}  # "barbel": under ten
     assert not names_compatible("jan", "jana", names)  # a prefix, but both are names in their own right
     assert not names_compatible("christian", "christine", names)
     assert conflict(Traits("jan", "schulze"), Traits("jana", "schulze"), names) == "conflicting_given_name"
     # A rare spelling next to a common name is a typo of it, as without the table.
     assert names_compatible("baerbel", "barbel", names)
     assert names_compatible("jan", "jna", names)
-    # "andrea" is established, but under a tenth of "andreas": it may be typos of it, so spelling decides.
+    # "andrea" is established, but not 2 % of "andreas": it may be typos of it, so spelling decides;
+    # "anja" is 5 % of "anna", a name of its own (typos of a name are a few in a thousand).
     assert names_compatible("andreas", "andrea", names)
+    assert not names_compatible("anna", "anja", names)
     assert names_compatible("jan", "jana")  # no table (a model trained before it): spelling alone
     union = ConstrainedUnion({"jan": Candidate("jan", 1, "", traits=[Traits("jan", "schulze")]),
                               "jana": Candidate("jana", 2, "", traits=[Traits("jana", "schulze")])}, set(), {}, names)
     assert not union.join("jan", "jana")
+
+
+def test_names_entered_the_wrong_way_round_are_compared_the_right_way_round():
+    """Two family members both entered surname first share the given-name field: read the right
+    way round (the family field holds an established given name, the given field none), they are
+    Wendelin and Frank."""
+    names = GivenNames.of(["wendelin"] * 12 + ["frank"] * 40 + ["otto"] * 15 + ["karl"] * 20)
+    assert oriented(Traits("ziegengold", "wendelin"), names) == Traits("wendelin", "ziegengold")
+    assert conflict(Traits("ziegengold", "wendelin"), Traits("ziegengold", "frank"), names) == "conflicting_given_name"
+    assert conflict(Traits("ziegengold", "wendelin"), Traits("wendelin", "ziegengold"), names) is None
+    # A surname that is also a given name stays where it is beside an established given name.
+    assert oriented(Traits("karl", "otto"), names) == Traits("karl", "otto")
+    assert conflict(Traits("ziegengold", "wendelin"), Traits("ziegengold", "frank")) is None  # no table: as before
