@@ -74,10 +74,13 @@ def test_names_entered_the_wrong_way_round_are_compared_the_right_way_round():
     """Two family members both entered surname first share the given-name field: read the right
     way round (the family field holds an established given name, the given field none), they are
     Wendelin and Frank."""
-    names = GivenNames.of(["wendelin"] * 12 + ["frank"] * 40 + ["otto"] * 15 + ["karl"] * 20)
+    names = GivenNames.of(["wendelin"] * 12 + ["frank"] * 400 + ["otto"] * 15 + ["karl"] * 20 + ["lehmann"] * 15
+                          + ["dirk"] * 250)
     assert oriented(Traits("ziegengold", "wendelin"), names) == Traits("wendelin", "ziegengold")
     assert conflict(Traits("ziegengold", "wendelin"), Traits("ziegengold", "frank"), names) == "conflicting_given_name"
     assert conflict(Traits("ziegengold", "wendelin"), Traits("wendelin", "ziegengold"), names) is None
+    # A common surname entered as a given name is on a few accounts: still far rarer than the name.
+    assert conflict(Traits("lehmann", "dirk"), Traits("lehmann", "frank"), names) == "conflicting_given_name"
     # A surname that is also a given name stays where it is beside an established given name.
     assert oriented(Traits("karl", "otto"), names) == Traits("karl", "otto")
     assert conflict(Traits("ziegengold", "wendelin"), Traits("ziegengold", "frank")) is None  # no table: as before

@@ -67,6 +67,7 @@ def edit_distance(a: str, b: str) -> int:
 # one (Anja beside Anna, Andrei beside Andreas: 4–6 % with German name frequencies).
 ESTABLISHED_NAME_COUNT = 10
 DISTINCT_NAME_SHARE = 0.02
+ORIENTATION_SHARE = 0.1  # see `oriented`
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,13 @@ def names_swapped(a: Traits, b: Traits) -> bool:
 
 
 def oriented(t: Traits, names: GivenNames = NO_NAMES) -> Traits:
-    """The record the right way round: one whose family field holds an established given name and
-    whose given field does not had its names swapped at entry. Two family members both entered
-    so ("Ziegengold Wendelin", "Ziegengold Frank") would otherwise share a given name."""
-    if names.established(t.family_name) and not names.established(t.given_name) and t.given_name:
+    """The record the right way round: one whose family field holds an established given name,
+    and whose given field holds a name under a tenth as common as a given name, had its names
+    swapped at entry. (Surnames entered so become given names of a few accounts: "lehmann" on 150
+    of the 1M bench's accounts, "dirk" on 2,500.) Two family members both entered surname first
+    ("Ziegengold Wendelin", "Ziegengold Frank") would otherwise share a given name."""
+    if t.given_name and names.established(t.family_name) and (
+            names.counts.get(t.given_name, 0) < ORIENTATION_SHARE * names.counts[t.family_name]):
         return Traits(t.family_name, t.given_name, t.birth_date)
     return t
 
