@@ -22,6 +22,7 @@ from services.common.graph.statements import Statement
 from services.consent.app import build_consent
 from services.consent.async_checks import AsyncChecks
 from services.consent.domain.receipts import Receipt, verify_receipt
+from services.consent.service import CHECK_CHUNK
 from tests.conftest import Stack
 from tests.helpers import error_details, status_details
 
@@ -367,13 +368,13 @@ def test_batch_check_answers_in_request_order(identity, consent):
                                                                       channel=cpb.CHANNEL_EMAIL)).results
     assert [r.allowed for r in results] == [False, True, False, True, False]
     assert results[1].person.startswith("persons/")
-    # Large batches are checked in chunks of a thousand, two at a time: answers stay in order.
+    # Large batches are checked in chunks (`CHECK_CHUNK`), several at a time: answers stay in order.
     many = [acct("webshop", f"BC{i % 4}") if i % 499 == 0 else acct("webshop", f"nobody-{i}") for i in range(2500)]
     answers = consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=many, purpose=NEWS,
                                                                       channel=cpb.CHANNEL_EMAIL)).results
     expected = [i % 499 == 0 and (i % 4) in (1, 3) for i in range(2500)]
     assert [r.allowed for r in answers] == expected
-    assert [i for i, yes in enumerate(expected) if yes] == [499, 1497, 2495]  # in all three chunks
+    assert [i for i, yes in enumerate(expected) if yes] == [499, 1497, 2495]  # in three different chunks
     with pytest.raises(grpc.RpcError) as err:
         consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=[acct("webshop", "BC1"), acct("", "x")],
                                                                purpose=NEWS))
@@ -516,8 +517,8 @@ def test_a_check_that_asks_identity_is_one_trace_across_both_services(identity, 
     link(identity, "webshop", "T1", "tina@example.org", given="Tina")
     spans.clear()
     consent.CheckConsent(cpb.CheckConsentRequest(subject=acct("webshop", "T1"), purpose=NEWS))  # a cold scope
-    subjects = [acct("webshop", "T1"), *(acct("webshop", f"unknown-{i}") for i in range(1500))]
-    consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=subjects, purpose=NEWS))  # two chunks
+    subjects = [acct("webshop", "T1"), *(acct("webshop", f"unknown-{i}") for i in range(2 * CHECK_CHUNK))]
+    consent.BatchCheckConsent(cpb.BatchCheckConsentRequest(subjects=subjects, purpose=NEWS))  # three chunks
 
     def named(suffix: str) -> list:
         return [s for s in spans.get_finished_spans() if s.name.endswith(suffix)]
@@ -531,8 +532,8 @@ def test_a_check_that_asks_identity_is_one_trace_across_both_services(identity, 
     assert (check.context.trace_id, check.context.span_id) in children
     # Each chunk asks identity on a thread of its own, still within the batch's trace.
     assert sum(s.context.trace_id == batch.context.trace_id and s.parent.span_id == batch.context.span_id
-               for s in resolves) == 2
-    assert len(resolves) == 3
+               for s in resolves) == 3
+    assert len(resolves) == 4
 
 
 def stream_request(subject, purpose=NEWS, channel=cpb.CHANNEL_UNSPECIFIED) -> cpb.StreamCheckConsentRequest:
