@@ -422,6 +422,8 @@ def test_not_an_object():
     ("anna.maria.schmidt@web.de", None),  # three: which two are the names?
     ("a.schmidt@web.de", None),  # an initial is no name
     ("info@firma-7.de", None),  # a role address spells nobody
+    ("familie.mueller@web.de", None),  # nor one with a role word among its parts
+    ("info.berlin@firma-7.de", None),
     ("1984.2001@web.de", None),
     ("o'brien.sean@web.de", None),
 ])

@@ -206,13 +206,14 @@ def spelled_names(raw_email: str) -> tuple[str, str] | None:
     """The two names a personal address spells — "anna.schmidt84@…", "schmidt_anna@…" → (anna,
     schmidt) in the order written — or None: the local part before any +tag, split at dots,
     underscores or hyphens into exactly two parts, digits dropped, each at least two letters,
-    folded as names are. A role address (info@) spells nobody."""
+    folded as names are. A role address (info@) spells nobody, nor does one with a role word
+    among its parts (familie.mueller@, info.berlin@)."""
     local = unicodedata.normalize("NFKC", raw_email).strip().lower().rsplit("@", 1)[0].split("+", 1)[0]
     if local in ROLE_LOCAL_PARTS:
         return None
     parts = [fold(re.sub(r"\d+", "", p)) for p in _LOCAL_SEPARATORS.split(local)]
     parts = [p for p in parts if p]
-    if len(parts) != 2 or not all(len(p) >= 2 and p.isalpha() for p in parts):
+    if len(parts) != 2 or not all(len(p) >= 2 and p.isalpha() and p not in ROLE_LOCAL_PARTS for p in parts):
         return None
     return parts[0], parts[1]
 
