@@ -249,7 +249,7 @@ class RealtimeScorer:
             levels = [lv for lv in by_name[spec.name]["comparison_levels"] if not lv.get("is_null_level")]
             # As Splink: every level adjusted on a column is adjusted against the u of that
             # column's exact level (a typo of a rare name is as telling as the name itself).
-            exact_u = {lv.get("tf_adjustment_column"): lv["u_probability"] for lv in reversed(levels)
+            exact_u = {lv.get("tf_adjustment_column"): lv["u_probability"] for lv in levels
                        if lv.get("tf_adjustment_column") and lv["label_for_charts"] == "exact"}
             compiled = []
             n = len(levels)
