@@ -218,18 +218,13 @@ def spelled_names(raw_email: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def _names_from_emails(emails: list[Any], given: str | None, family: str | None) -> tuple[str | None, str | None]:
+def _names_from_emails(emails: list[str], given: str | None, family: str | None) -> tuple[str | None, str | None]:
     """(given, family) the first spelling address gives an account without a family name: both
-    when it has no given name either, else the family name beside its own given name."""
+    when it has no given name either, else the family name beside its own given name. `emails`:
+    the addresses as given that parsed (one that does not is kept out of matching)."""
     if family is not None:
         return None, None
     for raw in emails:
-        if not isinstance(raw, str):
-            continue
-        try:
-            normalize_email(raw)  # an address that does not parse is kept out of matching
-        except ValueError:
-            continue
         spelled = spelled_names(raw)
         if spelled is None:
             continue
@@ -500,17 +495,17 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE", tod
 
     identifiers: dict[tuple[str, str], Identifier] = {}
 
-    def add(kind: str, field_name: str, fn: Any, *args: Any) -> None:
+    def add(kind: str, field_name: str, fn: Any, *args: Any) -> bool:
         try:
             result = fn(*args)
         except (ValueError, TypeError, AttributeError) as exc:
             problems.append(Problem(field_name, str(exc) if isinstance(exc, ValueError) else "must be a string"))
-            return
+            return False
         value, line = result if isinstance(result, tuple) else (result, None)
         identifiers.setdefault((kind, value), Identifier(kind, value, line))
+        return True
 
-    for i, v in enumerate(emails):
-        add("email", f"emails[{i}]", normalize_email, v)
+    parsed_emails = [v for i, v in enumerate(emails) if add("email", f"emails[{i}]", normalize_email, v)]
     for i, v in enumerate(phones):
         add("phone", f"phones[{i}]", normalize_phone, v, default_region)
     for i, v in enumerate(socials):
@@ -544,7 +539,7 @@ def normalize_account(raw: Mapping[str, Any], *, default_region: str = "DE", tod
     if street_raw and street is None:
         problems.append(Problem("address.street", "street has no name"))
     city = attr("address.city", normalize_name, city_raw)
-    email_given, email_family = _names_from_emails(emails, given_name, family_name)
+    email_given, email_family = _names_from_emails(parsed_emails, given_name, family_name)
     display = {k: v for k, v in {
         "given_name": given, "family_name": family, "birth_date": birth_date,
         "address": {k: v for k, v in {"street": street_raw, "postcode": postcode, "city": city_raw,
